@@ -1,0 +1,84 @@
+"""The Linux facts a run depends on, read from /proc (each read costs microseconds).
+
+All of these are per network namespace: a run inside ``unshare --net`` sees its own port range,
+its own ``tcp_tw_reuse``, its own sockets and counters.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+PROC_NET = Path("/proc/net")
+PROC_SYS = Path("/proc/sys/net/ipv4")
+DEFAULT_PORT_RANGE = (32768, 60999)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def port_range() -> tuple[int, int]:
+    """``net.ipv4.ip_local_port_range`` as (low, high), inclusive."""
+    text = _read(PROC_SYS / "ip_local_port_range")
+    if not text:
+        return DEFAULT_PORT_RANGE
+    lo, hi = (int(x) for x in text.split())
+    return lo, hi
+
+
+def port_range_size(bounds: tuple[int, int] | None = None) -> int:
+    """How many ephemeral ports the range holds (28,232 by default)."""
+    lo, hi = bounds or port_range()
+    return hi - lo + 1
+
+
+def tw_reuse() -> int | None:
+    """``net.ipv4.tcp_tw_reuse``: 0 off, 1 on, 2 loopback only."""
+    text = _read(PROC_SYS / "tcp_tw_reuse")
+    return int(text) if text else None
+
+
+def netns_isolated() -> bool:
+    """True when this process runs in a network namespace other than PID 1's (e.g. ``unshare --net``)."""
+    try:
+        return os.readlink("/proc/self/ns/net") != os.readlink("/proc/1/ns/net")
+    except OSError:
+        return False
+
+
+def snmp_tcp() -> dict[str, int]:
+    """The ``Tcp:`` counters of /proc/net/snmp (ActiveOpens, PassiveOpens, AttemptFails, ...)."""
+    text = _read(PROC_NET / "snmp") or ""
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Tcp:")]
+    if len(rows) < 2:
+        return {}
+    return {name: int(value) for name, value in zip(rows[0], rows[1], strict=False)}
+
+
+def sockstat_tw() -> int:
+    """TIME_WAIT sockets in this namespace, from the ``TCP:`` line of /proc/net/sockstat."""
+    text = _read(PROC_NET / "sockstat") or ""
+    for line in text.splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()[1:]
+            pairs = dict(zip(fields[::2], fields[1::2], strict=False))
+            return int(pairs.get("tw", 0))
+    return 0
+
+
+def facts() -> dict[str, Any]:
+    """The kernel facts recorded in every ``run.json``."""
+    bounds = port_range()
+    return {
+        "ip_local_port_range": list(bounds),
+        "port_range": port_range_size(bounds),
+        "tcp_tw_reuse": tw_reuse(),
+        "hostname": socket.gethostname(),
+        "isolated": netns_isolated(),
+    }

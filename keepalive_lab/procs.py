@@ -1,0 +1,39 @@
+"""Helpers for the suite's child processes: they must never outlive the process that made them."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (a ``preexec_fn``)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent watch below still works
+        pass
+
+
+def watch_parent(parent_pid: int, on_gone: Callable[[], None], every_s: float = 0.2) -> threading.Thread:
+    """Call ``on_gone`` (once, from a daemon thread) when ``parent_pid`` is no longer our parent.
+
+    This covers what PR_SET_PDEATHSIG cannot: a parent killed by SIGKILL before the child set it,
+    or a platform without prctl. The check is a cheap ``getppid()``.
+    """
+
+    def run() -> None:
+        stop = threading.Event()
+        while not stop.wait(every_s):
+            if os.getppid() != parent_pid:
+                on_gone()
+                return
+
+    thread = threading.Thread(target=run, name="parent-watch", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,452 @@
+"""The embedded target: a small HTTP/1.x server on 127.0.0.1 that counts connections exactly.
+
+Run it on its own::
+
+    python -m keepalive_lab.target --port 0 --mode keepalive
+    # prints its URL, e.g. http://127.0.0.1:41234, then serves until SIGINT/SIGTERM
+
+Modes (``--mode``):
+
+``keepalive``
+    persistent HTTP/1.1 (the connection stays open until the client closes it).
+``close``
+    answers ``Connection: close`` and closes after every response.
+``http10``
+    answers as HTTP/1.0 and closes after every response, as ``python3 -m http.server`` does.
+``close-after:N``
+    closes a connection after its N-th response (nginx's ``keepalive_requests``).
+``idle-timeout:SECONDS``
+    closes a connection that has been idle for SECONDS (nginx's ``keepalive_timeout``).
+
+A client that asks for ``Connection: close`` (or speaks HTTP/1.0 without keep-alive) is answered
+and then closed, in every mode.
+
+``GET /_stats`` returns the counters as JSON; neither that request nor its connection is counted.
+The same JSON is written to ``--stats-out`` (whole, temporary file then rename) at shutdown.
+
+Counters (``STATS_FIELDS``):
+
+``connections_accepted``
+    connections that sent at least one counted request, or none at all.
+``requests``
+    requests answered, ``/_stats`` excluded.
+``closed_by``
+    ``{"client": n, "server": n, "client_reset": n}``: who closed each finished connection.
+    The side that closes first with a FIN holds the TIME_WAIT; a reset leaves no TIME_WAIT.
+``open_connections``
+    counted connections still open.
+``requests_per_connection``
+    ``{"requests on one connection": number of connections}``, open ones included.
+
+The server is asyncio with one write per response; asyncio sets TCP_NODELAY on every accepted
+socket, so keep-alive responses never wait for Nagle's algorithm and a delayed ACK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keepalive_lab.files import write_json_atomic
+from keepalive_lab.procs import die_with_parent, watch_parent
+
+BIND_HOST = "127.0.0.1"
+STATS_PATH = "/_stats"
+STATS_FIELDS = (
+    "connections_accepted",
+    "requests",
+    "closed_by",
+    "open_connections",
+    "requests_per_connection",
+)
+MODE_HELP = "keepalive, close, http10, close-after:N (N >= 1) or idle-timeout:SECONDS (SECONDS > 0)"
+
+
+class ModeError(ValueError):
+    """A target mode that does not parse; the message says what is valid."""
+
+
+@dataclass(frozen=True)
+class TargetMode:
+    """A parsed ``--mode``: the kind and its parameter."""
+
+    kind: str
+    close_after: int = 0
+    idle_timeout_s: float = 0.0
+
+    def __str__(self) -> str:
+        if self.kind == "close-after":
+            return f"close-after:{self.close_after}"
+        if self.kind == "idle-timeout":
+            return f"idle-timeout:{self.idle_timeout_s:g}"
+        return self.kind
+
+
+def parse_mode(text: str) -> TargetMode:
+    """Parse a mode string such as ``close-after:3``; raise :class:`ModeError` if invalid."""
+    text = str(text).strip()
+    if text in ("keepalive", "close", "http10"):
+        return TargetMode(text)
+    m = re.fullmatch(r"close-after:(\d+)", text)
+    if m and int(m.group(1)) >= 1:
+        return TargetMode("close-after", close_after=int(m.group(1)))
+    m = re.fullmatch(r"idle-timeout:([0-9]*\.?[0-9]+)", text)
+    if m and float(m.group(1)) > 0:
+        return TargetMode("idle-timeout", idle_timeout_s=float(m.group(1)))
+    raise ModeError(f"{text!r} is not a target mode; use {MODE_HELP}")
+
+
+def make_body(size_bytes: int) -> bytes:
+    """A response body of exactly ``size_bytes`` bytes."""
+    unit = b"Hello world\n"
+    return (unit * (size_bytes // len(unit) + 1))[:size_bytes]
+
+
+class Counters:
+    """The target's exact counts. Only the event loop thread touches them."""
+
+    def __init__(self) -> None:
+        self.connections_accepted = 0
+        self.requests = 0
+        self.closed_by: collections.Counter[str] = collections.Counter(client=0, server=0, client_reset=0)
+        self.finished_per_connection: collections.Counter[int] = collections.Counter()
+        self.open: set[_Connection] = set()
+
+    def snapshot(self) -> dict[str, Any]:
+        per_conn = collections.Counter(self.finished_per_connection)
+        for conn in self.open:
+            per_conn[conn.requests] += 1
+        return {
+            "connections_accepted": self.connections_accepted,
+            "requests": self.requests,
+            "closed_by": dict(self.closed_by),
+            "open_connections": len(self.open),
+            "requests_per_connection": {str(k): v for k, v in sorted(per_conn.items())},
+        }
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted connection: parses requests, answers them in order, closes per mode."""
+
+    def __init__(self, server: TargetServer) -> None:
+        self.server = server
+        self.counters = server.counters
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.requests = 0
+        self.counted = False
+        self.busy = False
+        self.server_closing = False
+        self.idle_handle: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
+        self.buf += data
+        self._process()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        if not self.counted:
+            return
+        c = self.counters
+        c.open.discard(self)
+        c.finished_per_connection[self.requests] += 1
+        if self.server_closing:
+            c.closed_by["server"] += 1
+        elif exc is not None:
+            c.closed_by["client_reset"] += 1
+        else:
+            c.closed_by["client"] += 1
+
+    # -- request handling --------------------------------------------------------------------
+    def _count_connection(self) -> None:
+        if not self.counted:
+            self.counted = True
+            self.counters.connections_accepted += 1
+            self.counters.open.add(self)
+
+    def _process(self) -> None:
+        while not self.busy and not self.server_closing and self.transport is not None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > 65536:
+                    self._close_now()
+                return
+            head = self.buf[:end]
+            lines = head.split(b"\r\n")
+            parts = lines[0].split()
+            if len(parts) != 3:
+                self._close_now()
+                return
+            path, version = parts[1], parts[2]
+            length = 0
+            conn_header = b""
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value.strip() or 0)
+                elif name == b"connection":
+                    conn_header = value.strip().lower()
+            total = end + 4 + length
+            if len(self.buf) < total:
+                return
+            self.buf = self.buf[total:]
+            if path == STATS_PATH.encode():
+                self._reply_stats(version)
+                continue
+            self._count_connection()
+            self.requests += 1
+            self.counters.requests += 1
+            client_wants_close = conn_header == b"close" or (
+                version == b"HTTP/1.0" and conn_header != b"keep-alive"
+            )
+            close = client_wants_close or self.server.closes_after(self.requests)
+            if self.server.delay_s > 0:
+                self.busy = True
+                self.loop.call_later(self.server.delay_s, self._respond, close)
+                return
+            self._respond(close)
+
+    def _respond(self, close: bool) -> None:
+        self.busy = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(self.server.response(close))
+        if close:
+            self.server_closing = True
+            self.transport.close()
+            return
+        self._arm_idle()
+        if self.buf:
+            self._process()
+
+    def _reply_stats(self, version: bytes) -> None:
+        body = json.dumps(self.counters.snapshot()).encode()
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+
+    def _arm_idle(self) -> None:
+        timeout = self.server.mode.idle_timeout_s
+        if timeout > 0:
+            self.idle_handle = self.loop.call_later(timeout, self._idle_close)
+
+    def _idle_close(self) -> None:
+        self.idle_handle = None
+        if not self.busy and self.transport is not None and not self.transport.is_closing():
+            self.server_closing = True
+            self.transport.close()
+
+    def _close_now(self) -> None:
+        if self.transport is not None:
+            self.server_closing = True
+            self.transport.close()
+
+
+class TargetServer:
+    """The server object: settings, prebuilt responses and counters."""
+
+    def __init__(self, mode: TargetMode, delay_s: float = 0.0, body_bytes: int = 11) -> None:
+        self.mode = mode
+        self.delay_s = delay_s
+        self.body = make_body(body_bytes)
+        self.counters = Counters()
+        self.loop = asyncio.get_event_loop()
+        self._responses = {close: self._build(close) for close in (False, True)}
+
+    def _build(self, close: bool) -> bytes:
+        if self.mode.kind == "http10":
+            status, conn = b"HTTP/1.0 200 OK", b""
+        else:
+            status, conn = b"HTTP/1.1 200 OK", (b"Connection: close\r\n" if close else b"")
+        return (
+            status + b"\r\nServer: keepalive-lab-target\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\n%s\r\n%s" % (len(self.body), conn, self.body)
+        )
+
+    def closes_after(self, requests_on_connection: int) -> bool:
+        kind = self.mode.kind
+        if kind in ("close", "http10"):
+            return True
+        if kind == "close-after":
+            return requests_on_connection >= self.mode.close_after
+        return False
+
+    def response(self, close: bool) -> bytes:
+        return self._responses[close]
+
+
+async def _serve(args: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    server = TargetServer(args.mode, delay_s=args.delay_ms / 1000.0, body_bytes=args.body_bytes)
+    server.loop = loop
+    srv = await loop.create_server(lambda: _Connection(server), BIND_HOST, args.port, backlog=4096)
+    port = srv.sockets[0].getsockname()[1]
+    print(f"http://{BIND_HOST}:{port}", flush=True)
+    done = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    if args.parent_pid:
+        watch_parent(args.parent_pid, lambda: loop.call_soon_threadsafe(done.set))
+    await done.wait()
+    srv.close()
+    snapshot = server.counters.snapshot()
+    snapshot.update(mode=str(args.mode), port=port, delay_ms=args.delay_ms, body_bytes=args.body_bytes)
+    return snapshot
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def _mode(text: str) -> TargetMode:
+    try:
+        return parse_mode(text)
+    except ModeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m keepalive_lab.target",
+        description="HTTP target on 127.0.0.1 that counts connections, requests and who closed each "
+        "connection. Prints its URL, then serves until SIGINT or SIGTERM.",
+    )
+    p.add_argument("--port", type=_nonneg_int, default=0, help="TCP port; 0 picks a free one (default 0)")
+    p.add_argument("--mode", type=_mode, default=TargetMode("keepalive"), help=f"{MODE_HELP} (default keepalive)")
+    p.add_argument("--delay-ms", type=_nonneg_int, default=0, help="wait before each response (default 0)")
+    p.add_argument("--body-bytes", type=_nonneg_int, default=11, help="response body size (default 11)")
+    p.add_argument("--stats-out", type=Path, help="write the final counters here as JSON at shutdown")
+    p.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
+    return p
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    def error(message: str) -> None:
+        sys.stderr.write(f"{parser.prog}: error: {message}\n")
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    _one_line_errors(parser)
+    args = parser.parse_args(argv)
+    snapshot = asyncio.run(_serve(args))
+    if args.stats_out:
+        write_json_atomic(args.stats_out, snapshot)
+    return 0
+
+
+class TargetProcess:
+    """Start the target as a child process and talk to it; used by the plugin and the tests.
+
+    The child dies with its parent (PR_SET_PDEATHSIG plus a parent watch), so a killed Locust
+    never leaves a target behind.
+    """
+
+    def __init__(
+        self,
+        mode: str | TargetMode = "keepalive",
+        delay_ms: int = 0,
+        body_bytes: int = 11,
+        stats_out: str | os.PathLike[str] | None = None,
+        port: int = 0,
+    ) -> None:
+        self.mode = parse_mode(str(mode))
+        cmd = [
+            sys.executable, "-m", "keepalive_lab.target",
+            "--port", str(port), "--mode", str(self.mode),
+            "--delay-ms", str(delay_ms), "--body-bytes", str(body_bytes),
+            "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        self.stats_out = Path(stats_out) if stats_out else None
+        if self.stats_out:
+            cmd += ["--stats-out", str(self.stats_out)]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("http://"):
+            self.proc.kill()
+            raise RuntimeError(f"embedded target did not start (exit code {self.proc.wait()})")
+        self.url = line
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The live counters, from ``GET /_stats`` (not counted by the target)."""
+        with urllib.request.urlopen(self.url + STATS_PATH, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
+        """Stop the target; return its final counters when it wrote them."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        if self.stats_out and self.stats_out.exists():
+            return json.loads(self.stats_out.read_text())
+        return None
+
+    def __enter__(self) -> TargetProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for_requests(target: TargetProcess, requests: int, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Poll ``/_stats`` until the target has answered ``requests`` requests (test helper)."""
+    deadline = time.monotonic() + timeout_s
+    stats = target.stats()
+    while stats["requests"] < requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+        stats = target.stats()
+    return stats
+
+
+if __name__ == "__main__":
+    sys.exit(main())

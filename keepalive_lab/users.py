@@ -1,0 +1,141 @@
+"""``LabUser``: the abstract base of every scenario. Locustfiles subclass it and set attributes.
+
+Each class attribute below is a scenario default; the option of the same name (``--pool-size``
+for ``pool_size``, ``--think-time`` for ``think_time_s``...) overrides it for one run.
+
+A task calls :meth:`LabUser.fetch`, which sends one GET with ``stream=True`` and then treats the
+body as ``drain`` says. That is where Python clients decide whether a connection can be reused:
+
+``full``
+    read the body to EOF, then close the response: the connection goes back to the pool.
+``close``
+    close the response unread: the client closes the socket (the client holds the TIME_WAIT).
+``none``
+    leave the response unread and open, like a Go program that never calls ``Body.Close()``:
+    the connection cannot be reused. The user keeps its last :data:`HELD_RESPONSES` such
+    responses open and closes older ones, and all of them when it stops.
+"""
+
+from __future__ import annotations
+
+from locust import User
+from locust.clients import HttpSession
+from locust.contrib.fasthttp import FastHttpSession
+from locust.exception import StopUser
+
+import collections
+from typing import Any, ClassVar
+
+from keepalive_lab.plugin import lab_of, register_user_class
+from keepalive_lab.pools import close_pool
+
+HELD_RESPONSES = 100
+# How long a start_together user waits for the others before it starts anyway.
+START_TOGETHER_TIMEOUT_S = 60.0
+
+
+class LabUser(User):
+    """A user whose HTTP client, pool and drain policy come from its class attributes."""
+
+    abstract = True
+
+    scenario: ClassVar[str] = ""
+    """Name used for run folders; defaults to the locustfile's name."""
+    client_type: ClassVar[str] = "requests"
+    """``requests`` (Locust's HttpSession over urllib3) or ``fasthttp`` (geventhttpclient)."""
+    pool_size: ClassVar[int] = 10
+    """Connections the pool keeps (urllib3 ``maxsize``; geventhttpclient ``concurrency``)."""
+    pool_scope: ClassVar[str] = "user"
+    """``shared``: one pool per process for this class, like one Go ``http.Client``; ``user``: one each."""
+    pool_full: ClassVar[str] = "discard"
+    """``discard``: open extra connections and close them on return to a full pool; ``block``: wait."""
+    drain: ClassVar[str] = "full"
+    """``full``, ``close`` or ``none`` (see the module docstring)."""
+    keep_alive: ClassVar[bool] = True
+    """False sends ``Connection: close`` with every request."""
+    think_time_s: ClassVar[float] = 0.0
+    """Seconds between two requests of one user."""
+    requests_per_user: ClassVar[int] = 0
+    """Requests each user makes before it stops; 0 means no limit."""
+    target_mode: ClassVar[str] = "keepalive"
+    """Mode of the embedded target, used when no ``--host`` is given."""
+    start_together: ClassVar[bool] = False
+    """Hold every user until the last one is spawned, like goroutines started in one loop."""
+    path: ClassVar[str] = "/"
+    """The path :meth:`fetch` requests by default."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_user_class(cls)
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.lab = lab_of(environment)
+        self.config = self.lab.config_for(type(self))
+        if not self.host:
+            raise ValueError("no host: give --host, or leave it out to use the embedded target")
+        self._pool, self._owns_pool = self.lab.pool_for(type(self), self.config)
+        if self.config.client_type == "fasthttp":
+            self.client: Any = FastHttpSession(
+                self.environment, base_url=self.host, user=self, client_pool=self._pool, max_retries=0
+            )
+        else:
+            self.client = HttpSession(self.host, self.environment.events.request, self, pool_manager=self._pool)
+            self.client.trust_env = False
+        self._headers = None if self.config.keep_alive else {"Connection": "close"}
+        self._held: collections.deque[Any] = collections.deque()
+        self.requests_made = 0
+
+    def wait_time(self) -> float:
+        return self.config.think_time_s
+
+    def on_start(self) -> None:
+        if self.config.start_together:
+            self.lab.all_spawned.wait(timeout=START_TOGETHER_TIMEOUT_S)
+
+    def on_stop(self) -> None:
+        while self._held:
+            _close_quietly(self._held.popleft())
+        if self._owns_pool:
+            close_pool(self._pool)
+
+    def fetch(self, path: str | None = None, name: str | None = None) -> Any:
+        """GET ``path`` once and treat the body as ``drain`` says; stop after ``requests_per_user``."""
+        limit = self.config.requests_per_user
+        if limit and self.requests_made >= limit:
+            self._finish()
+        response = self.client.get(path or self.path, stream=True, headers=self._headers, name=name)
+        self.requests_made += 1
+        self._drain(response)
+        if limit and self.requests_made >= limit:
+            self._finish()
+        return response
+
+    def _drain(self, response: Any) -> None:
+        drain = self.config.drain
+        if drain == "full":
+            _ = response.content  # reads to EOF; the connection returns to the pool
+            _close_quietly(response)
+        elif drain == "close":
+            _close_quietly(response)
+        else:
+            self._held.append(response)
+            if len(self._held) > HELD_RESPONSES:
+                _close_quietly(self._held.popleft())
+
+    def _finish(self) -> None:
+        self.lab.user_finished()
+        raise StopUser()
+
+
+def _close_quietly(response: Any) -> None:
+    """Close a response without reading it (requests ``Response`` or geventhttpclient ``FastResponse``)."""
+    try:
+        if hasattr(response, "close"):
+            response.close()
+        else:
+            inner = getattr(response, "_response", None)
+            if inner is not None:
+                inner.release()
+    except Exception:  # a failed request's response may have nothing to close
+        pass
