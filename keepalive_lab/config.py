@@ -104,47 +104,78 @@ class Option:
         try:
             return self.parse(raw if isinstance(raw, str) else self.show(raw))
         except (ValueError, KeyError) as e:
-            raise ConfigError(f"{self.flag} {raw!r} is not valid; use {e.args[0] if e.args else 'a valid value'}") from None
+            raise ConfigError(
+                f"{self.flag} {raw!r} is not valid; use {e.args[0] if e.args else 'a valid value'}"
+            ) from None
 
 
 OPTIONS: tuple[Option, ...] = (
     Option(
-        "--client", "client_type", "HTTP client: requests (Locust HttpUser, urllib3 pool) or fasthttp "
-        "(Locust FastHttpUser, geventhttpclient pool)", choices=("requests", "fasthttp"),
+        "--client",
+        "client_type",
+        "HTTP client: requests (Locust HttpUser, urllib3 pool) or fasthttp "
+        "(Locust FastHttpUser, geventhttpclient pool)",
+        choices=("requests", "fasthttp"),
     ),
     Option(
-        "--pool-size", "pool_size", "connections the pool keeps (requests: pool_maxsize, Go's "
-        "MaxIdleConnsPerHost; fasthttp: concurrency)", parse=_whole(1),
+        "--pool-size",
+        "pool_size",
+        "connections the pool keeps (requests: pool_maxsize, Go's MaxIdleConnsPerHost; fasthttp: concurrency)",
+        parse=_whole(1),
     ),
     Option(
-        "--pool-scope", "pool_scope", "shared: one pool for every user in the process, like one Go "
-        "http.Client; user: one pool per user (Locust's default)", choices=("shared", "user"),
+        "--pool-scope",
+        "pool_scope",
+        "shared: one pool for every user in the process, like one Go "
+        "http.Client; user: one pool per user (Locust's default)",
+        choices=("shared", "user"),
     ),
     Option(
-        "--pool-full", "pool_full", "when every pooled connection is busy: discard (open extra "
+        "--pool-full",
+        "pool_full",
+        "when every pooled connection is busy: discard (open extra "
         "connections, close them when the pool is full: Go's MaxIdleConnsPerHost) or block (wait for "
-        "a free one: Go's MaxConnsPerHost)", choices=("discard", "block"),
+        "a free one: Go's MaxConnsPerHost)",
+        choices=("discard", "block"),
     ),
     Option(
-        "--drain", "drain", "what the client does with each response body: full (read to EOF, then "
-        "close), close (close unread), none (leave it unread and open)", choices=("full", "close", "none"),
+        "--drain",
+        "drain",
+        "what the client does with each response body: full (read to EOF, then "
+        "close), close (close unread), none (leave it unread and open)",
+        choices=("full", "close", "none"),
     ),
     Option(
-        "--keep-alive", "keep_alive", "off sends 'Connection: close' with every request",
-        parse=_on_off, choices=("on", "off"), show=_show_on_off,
+        "--keep-alive",
+        "keep_alive",
+        "off sends 'Connection: close' with every request",
+        parse=_on_off,
+        choices=("on", "off"),
+        show=_show_on_off,
     ),
     Option(
-        "--think-time", "think_time_s", "seconds each user waits between requests", parse=_seconds,
+        "--think-time",
+        "think_time_s",
+        "seconds each user waits between requests",
+        parse=_seconds,
     ),
     Option(
-        "--requests-per-user", "requests_per_user", "requests each user makes, then stops; the run "
-        "ends when every user is done (0: no limit)", parse=_whole(0),
+        "--requests-per-user",
+        "requests_per_user",
+        "requests each user makes, then stops; the run ends when every user is done (0: no limit)",
+        parse=_whole(0),
     ),
     Option(
-        "--target-mode", "target_mode", f"embedded target only: {MODE_HELP}", parse=_target_mode,
+        "--target-mode",
+        "target_mode",
+        f"embedded target only: {MODE_HELP}",
+        parse=_target_mode,
     ),
     Option(
-        "--run-dir", "run_dir", "folder that receives one run folder per test", parse=_path,
+        "--run-dir",
+        "run_dir",
+        "folder that receives one run folder per test",
+        parse=_path,
         default="runs",
     ),
 )
@@ -211,4 +242,3 @@ def default_for(option: Option, user_class: type | None) -> str | None:
     if value is None:
         value = option.default
     return None if value is None else option.show(value)
-

@@ -19,6 +19,10 @@ connections and reports them to the master with its stats; the master writes the
 
 from __future__ import annotations
 
+from locust import events
+from locust.runners import STATE_STOPPED, MasterRunner, WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV, StatsCSVFileWriter
+
 import argparse
 import logging
 import os
@@ -29,9 +33,6 @@ from typing import Any
 
 import gevent
 import gevent.event
-from locust import events
-from locust.runners import STATE_STOPPED, MasterRunner, WorkerRunner
-from locust.stats import PERCENTILES_TO_REPORT, StatsCSV, StatsCSVFileWriter
 
 from keepalive_lab import kernel, runfolder
 from keepalive_lab.config import OPTIONS, ConfigError, ScenarioConfig, default_for, resolve
@@ -461,4 +462,3 @@ def on_quitting(environment: Any, **_: Any) -> None:
 def on_quit(**_: Any) -> None:
     for lab in _LABS:
         lab.stop_target()
-

@@ -222,9 +222,7 @@ class _Connection(asyncio.Protocol):
             self._count_connection()
             self.requests += 1
             self.counters.requests += 1
-            client_wants_close = conn_header == b"close" or (
-                version == b"HTTP/1.0" and conn_header != b"keep-alive"
-            )
+            client_wants_close = conn_header == b"close" or (version == b"HTTP/1.0" and conn_header != b"keep-alive")
             close = client_wants_close or self.server.closes_after(self.requests)
             if self.server.delay_s > 0:
                 self.busy = True
@@ -249,8 +247,7 @@ class _Connection(asyncio.Protocol):
         body = json.dumps(self.counters.snapshot()).encode()
         assert self.transport is not None
         self.transport.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         )
 
     def _arm_idle(self) -> None:

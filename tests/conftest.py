@@ -1,0 +1,74 @@
+"""Shared fixtures: a real embedded target on 127.0.0.1 and a helper that runs the real `locust`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keepalive_lab.target import TargetProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILES = ROOT / "locustfiles"
+
+
+@dataclass
+class LocustRun:
+    """One finished `locust` process and the run folder it left."""
+
+    returncode: int
+    output: str
+    folder: Path | None
+
+    @property
+    def run(self) -> dict[str, Any]:
+        assert self.folder is not None, f"no run folder; locust said:\n{self.output}"
+        return json.loads((self.folder / "run.json").read_text())
+
+    @property
+    def target(self) -> dict[str, Any]:
+        assert self.folder is not None, f"no run folder; locust said:\n{self.output}"
+        return json.loads((self.folder / "target.json").read_text())
+
+    @property
+    def accepted(self) -> int:
+        return self.target["connections_accepted"]
+
+
+def locust_command(locustfile: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILES / locustfile), *args]
+
+
+def only_run_folder(run_dir: Path) -> Path | None:
+    folders = sorted(p for p in run_dir.iterdir() if p.is_dir()) if run_dir.exists() else []
+    assert len(folders) <= 1, folders
+    return folders[0] if folders else None
+
+
+@pytest.fixture
+def run_locust(tmp_path: Path):
+    """Run `locust -f locustfiles/<file> --headless ... --run-dir <tmp>` to the end; bounded at 120 s."""
+
+    def run(locustfile: str, *args: str, timeout_s: float = 120) -> LocustRun:
+        run_dir = tmp_path / "runs"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run(
+            locust_command(locustfile, "--headless", "--run-dir", str(run_dir), *args),
+            capture_output=True, text=True, timeout=timeout_s, cwd=tmp_path, env=env,
+        )  # fmt: skip
+        return LocustRun(proc.returncode, proc.stdout + proc.stderr, only_run_folder(run_dir))
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def target():
+    """The embedded target in keep-alive mode on 127.0.0.1, port 0; exposes `.url` and `.stats()`."""
+    with TargetProcess(mode="keepalive") as t:
+        yield t
