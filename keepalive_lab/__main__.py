@@ -1,0 +1,34 @@
+"""``python -m keepalive_lab``: the suite's Locust options and its commands.
+
+Locust prints ``locust --help`` before it imports the locustfile, so options added by a plugin
+never appear there; this page lists them instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+from keepalive_lab.config import OPTIONS
+
+COMMANDS = (
+    ("locust -f locustfiles/<scenario>.py [options]", "run a scenario (web UI, or --headless)"),
+    ("python -m keepalive_lab.target --port 0 --mode MODE", "the embedded target on its own"),
+)
+
+
+def main() -> int:
+    print("keepalive-lab: Locust scenarios for HTTP connection reuse, TIME_WAIT and port exhaustion\n")
+    print("Commands:")
+    for cmd, what in COMMANDS:
+        print(f"  {cmd}\n      {what}")
+    print("\nOptions added to locust (defaults: the scenario's user class attributes):")
+    for opt in OPTIONS:
+        values = "|".join(opt.choices) if opt.choices else opt.attr.upper().removesuffix("_S")
+        print(f"  {opt.flag} {values}   [class attribute {opt.attr}; env {opt.env_var}]")
+        print(textwrap.fill(opt.help, width=96, initial_indent="      ", subsequent_indent="      "))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
