@@ -172,6 +172,18 @@ OPTIONS: tuple[Option, ...] = (
         parse=_target_mode,
     ),
     Option(
+        "--target-delay-ms",
+        "target_delay_ms",
+        "embedded target only: wait before each response",
+        parse=_whole(0),
+    ),
+    Option(
+        "--target-body-bytes",
+        "target_body_bytes",
+        "embedded target only: response body size",
+        parse=_whole(0),
+    ),
+    Option(
         "--run-dir",
         "run_dir",
         "folder that receives one run folder per test",
@@ -197,6 +209,8 @@ class ScenarioConfig:
     think_time_s: float = 0.0
     requests_per_user: int = 0
     target_mode: str = "keepalive"
+    target_delay_ms: int = 0
+    target_body_bytes: int = 11
     run_dir: str = "runs"
     start_together: bool = False
 

@@ -20,6 +20,7 @@ connections and reports them to the master with its stats; the master writes the
 from __future__ import annotations
 
 from locust import events
+from locust import log as locust_log
 from locust.runners import STATE_STOPPED, MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV, StatsCSVFileWriter
 
@@ -43,6 +44,7 @@ from keepalive_lab.target import TargetProcess
 log = logging.getLogger("keepalive_lab")
 MSG_USER_DONE = "keepalive_lab_user_done"
 REPORT_KEY = "keepalive_lab_connections"
+WATCHDOG_INTERVAL_S = 0.5
 _registered_user_classes: list[type] = []
 # The Lab of each Environment in this process (one, except in tests that build several).
 _LABS: list[Lab] = []
@@ -148,30 +150,49 @@ class Run:
         self._csv_base = str(self.folder / ".locust")
         self._csv = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, self._csv_base, full_history=False)
         self._csv_greenlet = gevent.spawn(self._csv.stats_writer)
+        self._watchdog = gevent.spawn(self._watch)
+
+    def _watch(self) -> None:
+        """End the test as ``failed`` when the embedded target dies or a Locust greenlet crashes."""
+        target = self.lab.target
+        while True:
+            gevent.sleep(WATCHDOG_INTERVAL_S)
+            if target is not None and not target.alive():
+                self.failed_reason = f"the embedded target died during the test (exit code {target.proc.returncode})"
+            elif locust_log.unhandled_greenlet_exception:
+                self.failed_reason = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
+            else:
+                continue
+            log.error("%s; ending the test", self.failed_reason)
+            self.lab.end_test()
+            return
 
     def _target_info(self) -> dict[str, Any]:
         target = self.lab.target
         if target is None:
             return {"embedded": False, "url": self.lab.environment.host}
-        return {"embedded": True, "url": target.url, "mode": str(target.mode)}
+        return {"embedded": True, "url": target.url, "mode": str(target.mode), **target.settings}
 
     def finish(self) -> None:
+        if gevent.getcurrent() is not self._watchdog:
+            self._watchdog.kill(block=False)
         env = self.lab.environment
         ended = runfolder.utc_now()
         try:
             self._write_target_json()
         except Exception as e:  # the target died: the run still gets its folder
+            log.error("embedded target unreachable at the end of the test: %s", e)
             self.failed_reason = self.failed_reason or f"embedded target unreachable at the end: {e}"
         self._finish_locust_files(env)
         stats = env.stats.total
         counts = self.lab.connection_totals()
         status, reason = "completed", ""
-        if self.interrupted:
-            status, reason = "interrupted", "stopped by Ctrl-C or SIGTERM before the test ended"
-        elif self.failed_reason:
+        if self.failed_reason:
             status, reason = "failed", self.failed_reason
         elif env.runner is not None and env.runner.exceptions:
             status, reason = "failed", f"{len(env.runner.exceptions)} unhandled exception(s) in user code"
+        elif self.interrupted:
+            status, reason = "interrupted", "stopped by Ctrl-C or SIGTERM before the test ended"
         self.record.update(
             end=runfolder.iso(ended),
             duration_s=round(time.monotonic() - self.started_mono, 3),
@@ -182,6 +203,8 @@ class Run:
             failures=stats.num_failures,
         )
         runfolder.write_run_json(self.folder, self.record)
+        if status == "failed" and env.process_exit_code is None:
+            env.process_exit_code = 1
         log.info("run folder %s: status %s", self.folder, status)
         print(self.summary_line(), file=sys.stderr, flush=True)
 
@@ -317,14 +340,15 @@ class Lab:
         self.users_done += n
         runner = self.environment.runner
         if runner is not None and self.users_done >= runner.target_user_count > 0:
-            gevent.spawn(self._end_test)
+            log.info("every user made its --requests-per-user requests; ending the test")
+            gevent.spawn(self.end_test)
 
-    def _end_test(self) -> None:
+    def end_test(self) -> None:
+        """Stop the test the way Locust's --run-time does: quit when headless, else stop."""
         runner = self.environment.runner
         opts = self.environment.parsed_options
         if runner is None or runner.state == STATE_STOPPED:
             return
-        log.info("every user made its --requests-per-user requests; ending the test")
         if getattr(opts, "headless", False) or self.environment.web_ui is None:
             runner.quit()
         else:
@@ -345,6 +369,7 @@ class Lab:
             gevent.spawn(self.environment.runner.stop)
             return
         if self.writes_runs and configs:
+            self.restart_target_if_changed(next(iter(configs.values())))
             self.run = Run(self, configs)
 
     def on_test_stop(self) -> None:
@@ -354,11 +379,23 @@ class Lab:
             run, self.run = self.run, None
             run.finish()
 
-    def start_target(self) -> None:
-        cfg = next(iter(self.configs.values()))
-        self.target = TargetProcess(mode=cfg.target_mode)
+    def start_target(self, cfg: ScenarioConfig | None = None) -> None:
+        cfg = cfg or next(iter(self.configs.values()))
+        self.target = TargetProcess(
+            mode=cfg.target_mode, delay_ms=cfg.target_delay_ms, body_bytes=cfg.target_body_bytes
+        )
         self.environment.host = self.target.url
         log.info("no --host given: embedded target (%s) at %s", cfg.target_mode, self.target.url)
+
+    def restart_target_if_changed(self, cfg: ScenarioConfig) -> None:
+        """Apply target settings changed in the web UI: a new embedded target for this test."""
+        target = self.target
+        if target is None or self.environment.host != target.url:
+            return
+        wanted = (cfg.target_mode, {"delay_ms": cfg.target_delay_ms, "body_bytes": cfg.target_body_bytes})
+        if (str(target.mode), target.settings) != wanted:
+            self.stop_target()
+            self.start_target(cfg)
 
     def stop_target(self) -> None:
         if self.target is not None:
@@ -384,6 +421,7 @@ def on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) 
         lab.resolve_configs()
     except ConfigError as e:
         _one_line_error(str(e))
+    _apply_default_users(environment.parsed_options, classes)
     # Pool-full discards are counted exactly; urllib3's warning per discard would flood the log.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     if isinstance(runner, MasterRunner):
@@ -392,6 +430,18 @@ def on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) 
         lab.start_target()
     if web_ui is not None:
         _validate_web_ui_form(web_ui, lab)
+
+
+def _apply_default_users(options: Any, classes: list[type]) -> None:
+    """Without ``-u``, run the scenario's ``default_users``; goroutine-style users spawn within 1 s."""
+    if options is None:
+        return
+    wanted = [c.default_users for c in classes if getattr(c, "default_users", None)]
+    if wanted and getattr(options, "num_users", None) is None:
+        options.num_users = sum(wanted)
+    together = any(getattr(c, "start_together", False) for c in classes)
+    if together and options.num_users and getattr(options, "spawn_rate", None) is None:
+        options.spawn_rate = float(options.num_users)
 
 
 def _validate_web_ui_form(web_ui: Any, lab: Lab) -> None:
@@ -450,7 +500,10 @@ def on_worker_report(client_id: str, data: dict[str, Any]) -> None:
 def on_quitting(environment: Any, **_: Any) -> None:
     lab = lab_of(environment)
     if lab.run is not None:
-        # Locust fires quitting before it stops a running test only on Ctrl-C or SIGTERM.
+        # Locust fires quitting before it stops a running test only on Ctrl-C, SIGTERM, or
+        # when a greenlet crashed (Locust then shuts down by itself).
+        if locust_log.unhandled_greenlet_exception and not lab.run.failed_reason:
+            lab.run.failed_reason = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
         lab.run.interrupted = True
         if environment.runner is not None:
             environment.runner.stop()

@@ -385,8 +385,9 @@ class TargetProcess:
         port: int = 0,
     ) -> None:
         self.mode = parse_mode(str(mode))
+        self.settings = {"delay_ms": delay_ms, "body_bytes": body_bytes}
         cmd = [
-            sys.executable, "-m", "keepalive_lab.target",
+            sys.executable, "-P", "-m", "keepalive_lab.target",  # -P: the cwd may shadow modules
             "--port", str(port), "--mode", str(self.mode),
             "--delay-ms", str(delay_ms), "--body-bytes", str(body_bytes),
             "--parent-pid", str(os.getpid()),

@@ -59,8 +59,14 @@ class LabUser(User):
     """Requests each user makes before it stops; 0 means no limit."""
     target_mode: ClassVar[str] = "keepalive"
     """Mode of the embedded target, used when no ``--host`` is given."""
+    target_delay_ms: ClassVar[int] = 0
+    """Embedded target: delay before each response."""
+    target_body_bytes: ClassVar[int] = 11
+    """Embedded target: response body size ("Hello world")."""
     start_together: ClassVar[bool] = False
     """Hold every user until the last one is spawned, like goroutines started in one loop."""
+    default_users: ClassVar[int | None] = None
+    """Users to run when ``-u`` is not given (Locust's own default is 1); they spawn within 1 s."""
     path: ClassVar[str] = "/"
     """The path :meth:`fetch` requests by default."""
 
@@ -77,7 +83,11 @@ class LabUser(User):
         self._pool, self._owns_pool = self.lab.pool_for(type(self), self.config)
         if self.config.client_type == "fasthttp":
             self.client: Any = FastHttpSession(
-                self.environment, base_url=self.host, user=self, client_pool=self._pool, max_retries=0
+                base_url=self.host,
+                request_event=self.environment.events.request,
+                user=self,
+                client_pool=self._pool,
+                max_retries=0,
             )
         else:
             self.client = HttpSession(self.host, self.environment.events.request, self, pool_manager=self._pool)

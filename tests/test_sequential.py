@@ -119,3 +119,47 @@ def test_ctrl_c_leaves_a_complete_folder_marked_interrupted(tmp_path):
     assert target["connections_accepted"] == 1
     assert (folder / "stats.csv").exists() and (folder / "locust.html").exists()
     assert subprocess.run(["pgrep", "-f", f"keepalive_lab.target.*--parent-pid {proc.pid}"]).returncode == 1
+
+
+def test_target_killed_mid_run_marks_the_run_failed(tmp_path):
+    run_dir = tmp_path / "runs"
+    proc = subprocess.Popen(
+        locust_command("sequential.py", "--headless", "--think-time", "0.3", "--run-dir", str(run_dir)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(run_dir.glob("*/run.json")):
+        time.sleep(0.1)
+    time.sleep(0.8)
+    killed = subprocess.run(["pkill", "-KILL", "-f", f"keepalive_lab.target.*--parent-pid {proc.pid}"])
+    assert killed.returncode == 0
+    out, _ = proc.communicate(timeout=30)
+    run = json.loads((only_run_folder(run_dir) / "run.json").read_text())
+    assert run["status"] == "failed", out
+    assert "target died" in run["status_reason"]
+    assert proc.returncode == 1
+    assert (only_run_folder(run_dir) / "stats.csv").exists()
+
+
+def test_crashing_user_class_ends_the_run_as_failed(tmp_path):
+    locustfile = tmp_path / "broken.py"
+    locustfile.write_text(
+        "from locust import task\n"
+        "from keepalive_lab.users import LabUser\n\n"
+        "class BrokenUser(LabUser):\n"
+        "    requests_per_user = 3\n\n"
+        "    def __init__(self, environment):\n"
+        "        super().__init__(environment)\n"
+        "        raise RuntimeError('boom')\n\n"
+        "    @task\n"
+        "    def get(self):\n"
+        "        self.fetch()\n"
+    )
+    run_dir = tmp_path / "runs"
+    proc = subprocess.run(
+        [*locust_command("sequential.py")[:3], "-f", str(locustfile), "--headless", "--run-dir", str(run_dir)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    run = json.loads((only_run_folder(run_dir) / "run.json").read_text())
+    assert run["status"] == "failed"
+    assert proc.returncode != 0

@@ -72,6 +72,7 @@ def test_ui_run_applies_the_form_and_writes_a_folder(web_ui):
         "drain": "none",
         "think_time_s": "0.02",
         "requests_per_user": "4",
+        "target_mode": "close-after:2",
     }
     assert post(f"{url}/swarm", form)["success"] is True
     deadline = time.monotonic() + 30
@@ -87,3 +88,4 @@ def test_ui_run_applies_the_form_and_writes_a_folder(web_ui):
     assert run["settings"]["drain"] == "none"
     target = json.loads((found[0].parent / "target.json").read_text())
     assert target["connections_accepted"] == 4  # drain none: one connection per request
+    assert run["target"]["mode"] == "close-after:2"  # the target was restarted with the form's mode
