@@ -8,6 +8,7 @@ import sys
 
 BENCHMARKS = {
     "target": "benchmarks.target_throughput",
+    "users": "benchmarks.user_overhead",
 }
 
 
