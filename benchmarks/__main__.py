@@ -9,6 +9,7 @@ import sys
 BENCHMARKS = {
     "target": "benchmarks.target_throughput",
     "users": "benchmarks.user_overhead",
+    "sidecar": "benchmarks.sidecar_cost",
 }
 
 

@@ -18,8 +18,11 @@ CONNECTIONS = 10
 def wrk_rps(url: str) -> float:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", url + "/"],
-        capture_output=True, text=True, timeout=DURATION_S + 30, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=DURATION_S + 30,
+        check=True,
+    ).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 

@@ -26,17 +26,38 @@ USERS = 10
 SUITE_ARGS = ["--pool-scope", "user", "--pool-size", "10", "--drain", "full", "--requests-per-user", "0"]
 PAIRS = [
     ("HttpUser (requests)", HERE / "locustfiles/plain_http.py", ["--client", "requests", *SUITE_ARGS]),
-    ("FastHttpUser (fasthttp)", HERE / "locustfiles/plain_fast.py", ["--client", "fasthttp", "--pool-full", "block", *SUITE_ARGS]),
-]  # fmt: skip
+    (
+        "FastHttpUser (fasthttp)",
+        HERE / "locustfiles/plain_fast.py",
+        ["--client", "fasthttp", "--pool-full", "block", *SUITE_ARGS],
+    ),
+]
 
 
 def locust_rps(locustfile: Path, host: str, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--only-summary",
-            "-u", str(USERS), "-r", str(USERS), "-t", f"{DURATION_S}s", "--host", host,
-            "--csv", f"{tmp}/b", "--loglevel", "WARNING", *extra,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(locustfile),
+            "--headless",
+            "--only-summary",
+            "-u",
+            str(USERS),
+            "-r",
+            str(USERS),
+            "-t",
+            f"{DURATION_S}s",
+            "--host",
+            host,
+            "--csv",
+            f"{tmp}/b",
+            "--loglevel",
+            "WARNING",
+            *extra,
+        ]
         subprocess.run(cmd, capture_output=True, text=True, timeout=DURATION_S + 60, cwd=tmp)
         with open(f"{tmp}/b_stats.csv") as f:
             rows = {row["Name"]: row for row in csv.DictReader(f)}

@@ -84,6 +84,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     show: Callable[[Any], str] = str
     default: Any = None  # used only when the user class has no attribute of that name
+    switch: bool = False  # a flag without a value (store_true)
 
     @property
     def dest(self) -> str:
@@ -95,6 +96,8 @@ class Option:
 
     def convert(self, raw: Any) -> Any:
         """Parse ``raw`` (a string, or an already typed class attribute) or raise ConfigError."""
+        if self.switch:
+            return raw if isinstance(raw, bool) else str(raw).strip().lower() in ("true", "on", "1", "yes")
         if self.choices is not None:
             text = self.show(raw) if not isinstance(raw, str) else raw.strip()
             if text not in self.choices:
@@ -184,6 +187,19 @@ OPTIONS: tuple[Option, ...] = (
         parse=_whole(0),
     ),
     Option(
+        "--sample-interval",
+        "sample_interval_s",
+        "seconds between two samples of the socket sidecar",
+        parse=_positive_seconds,
+        default=0.25,
+    ),
+    Option(
+        "--no-sidecar",
+        "no_sidecar",
+        "do not sample sockets during the test (no sockets.csv)",
+        switch=True,
+    ),
+    Option(
         "--run-dir",
         "run_dir",
         "folder that receives one run folder per test",
@@ -211,6 +227,8 @@ class ScenarioConfig:
     target_mode: str = "keepalive"
     target_delay_ms: int = 0
     target_body_bytes: int = 11
+    sample_interval_s: float = 0.25
+    no_sidecar: bool = False
     run_dir: str = "runs"
     start_together: bool = False
 

@@ -19,9 +19,21 @@ THINK_TIME_S = "0.2"
 def run_one(label: str, args: list[str], run_dir: Path) -> dict:
     before = set(run_dir.glob("*")) if run_dir.exists() else set()
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "sequential.py"), "--headless",
-        "--only-summary", "--loglevel", "WARNING", "--think-time", THINK_TIME_S, "--run-dir", str(run_dir), *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "locustfiles" / "sequential.py"),
+        "--headless",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--think-time",
+        THINK_TIME_S,
+        "--run-dir",
+        str(run_dir),
+        *args,
+    ]
     print(f"  {label}: locust -f locustfiles/sequential.py --headless {' '.join(args)} ...", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     new = sorted(set(run_dir.glob("*")) - before)

@@ -6,7 +6,6 @@ its own ``tcp_tw_reuse``, its own sockets and counters.
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -44,12 +43,15 @@ def tw_reuse() -> int | None:
     return int(text) if text else None
 
 
+def interfaces() -> list[str]:
+    """Network interfaces of this namespace, from /proc/net/dev."""
+    text = _read(PROC_NET / "dev") or ""
+    return [line.split(":", 1)[0].strip() for line in text.splitlines()[2:] if ":" in line]
+
+
 def netns_isolated() -> bool:
-    """True when this process runs in a network namespace other than PID 1's (e.g. ``unshare --net``)."""
-    try:
-        return os.readlink("/proc/self/ns/net") != os.readlink("/proc/1/ns/net")
-    except OSError:
-        return False
+    """True in a private lab namespace (``unshare --net``): loopback is its only interface."""
+    return interfaces() == ["lo"]
 
 
 def snmp_tcp() -> dict[str, int]:

@@ -75,14 +75,19 @@ class NginxProcess:
         conf = self.prefix / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
-                prefix=self.prefix, port=self.port,
-                keepalive_timeout=keepalive_timeout, keepalive_requests=keepalive_requests,
+                prefix=self.prefix,
+                port=self.port,
+                keepalive_timeout=keepalive_timeout,
+                keepalive_requests=keepalive_requests,
             )
-        )  # fmt: skip
+        )
         self.proc = subprocess.Popen(
             [binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent,
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,
+        )
         try:
             wait_listening(self.port)
         except RuntimeError:

@@ -25,10 +25,12 @@ from locust.runners import STATE_STOPPED, MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV, StatsCSVFileWriter
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,15 @@ from keepalive_lab import kernel, runfolder
 from keepalive_lab.config import OPTIONS, ConfigError, ScenarioConfig, default_for, resolve
 from keepalive_lab.files import write_atomic, write_json_atomic
 from keepalive_lab.pools import ConnectionCounts, close_pool, fasthttp_client_pool, requests_pool_manager
+from keepalive_lab.sidecar import SidecarProcess
 from keepalive_lab.target import TargetProcess
 
 log = logging.getLogger("keepalive_lab")
 MSG_USER_DONE = "keepalive_lab_user_done"
 REPORT_KEY = "keepalive_lab_connections"
 WATCHDOG_INTERVAL_S = 0.5
+SOCKETS_CSV = "sockets.csv"
+SIDECAR_START_TIMEOUT_S = 10.0
 _registered_user_classes: list[type] = []
 # The Lab of each Environment in this process (one, except in tests that build several).
 _LABS: list[Lab] = []
@@ -78,6 +83,17 @@ def on_init_command_line_parser(parser: Any) -> None:
     """Add the suite's options; bad values exit 2 with one line, before any load starts."""
     shown = _registered_user_classes[0] if len(_registered_user_classes) == 1 else None
     for opt in OPTIONS:
+        if opt.switch:
+            parser.add_argument(
+                opt.flag,
+                dest=opt.dest,
+                action="store_true",
+                default=False,
+                env_var=opt.env_var,
+                help=f"{opt.help} (env {opt.env_var})",
+                include_in_web_ui=True,
+            )
+            continue
         default = default_for(opt, shown)
         parser.add_argument(
             opt.flag,
@@ -141,6 +157,7 @@ class Run:
             "client_connections": None,
             "requests": None,
             "failures": None,
+            "sidecar": {"status": "off"},
         }
         if len(configs) > 1:
             self.record["settings_by_user_class"] = {c.user_class: c.settings() for c in configs.values()}
@@ -150,13 +167,35 @@ class Run:
         self._csv_base = str(self.folder / ".locust")
         self._csv = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, self._csv_base, full_history=False)
         self._csv_greenlet = gevent.spawn(self._csv.stats_writer)
+        self.sidecar: SidecarProcess | None = None
+        self.sidecar_failed = False
+        if not first.no_sidecar:
+            self._start_sidecar(first)
         self._watchdog = gevent.spawn(self._watch)
+
+    def _start_sidecar(self, cfg: ScenarioConfig) -> None:
+        port = target_port(self.lab.environment.host)
+        if port is None:
+            self.record["sidecar"] = {"status": "off", "error": f"no port in host {self.lab.environment.host!r}"}
+            return
+        self.sidecar = SidecarProcess(
+            port, self.folder / SOCKETS_CSV, cfg.sample_interval_s, family=ip_family(self.lab.environment.host)
+        )
+        # The first sample must precede the load: test_start blocks spawning while it waits.
+        if not self.sidecar.wait_first_row(SIDECAR_START_TIMEOUT_S, sleep=gevent.sleep):
+            log.warning("the socket sidecar took no sample within %s s; the test goes on", SIDECAR_START_TIMEOUT_S)
+        self.record["sidecar"] = {"status": "running", "interval_s": cfg.sample_interval_s, "port": port}
+        runfolder.write_run_json(self.folder, self.record)
 
     def _watch(self) -> None:
         """End the test as ``failed`` when the embedded target dies or a Locust greenlet crashes."""
         target = self.lab.target
         while True:
             gevent.sleep(WATCHDOG_INTERVAL_S)
+            if self.sidecar is not None and not self.sidecar_failed and not self.sidecar.alive():
+                # The test goes on without it; finish() records why it stopped.
+                self.sidecar_failed = True
+                log.warning("the socket sidecar stopped during the test; the test goes on without it")
             if target is not None and not target.alive():
                 self.failed_reason = f"the embedded target died during the test (exit code {target.proc.returncode})"
             elif locust_log.unhandled_greenlet_exception:
@@ -178,6 +217,8 @@ class Run:
             self._watchdog.kill(block=False)
         env = self.lab.environment
         ended = runfolder.utc_now()
+        if self.sidecar is not None:
+            self.record["sidecar"] = self.sidecar.stop()
         try:
             self._write_target_json()
         except Exception as e:  # the target died: the run still gets its folder
@@ -217,6 +258,9 @@ class Run:
             parts.append(f"{target} connections accepted by the target")
         if conns is not None:
             parts.append(f"{conns} opened by the client")
+        sidecar = r.get("sidecar") or {}
+        if sidecar.get("status") == "failed":
+            parts.append(f"sidecar failed ({sidecar.get('error')})")
         return ", ".join(parts) + f"; status {r['status']}; run folder {self.folder}"
 
     def _write_target_json(self) -> None:
@@ -251,6 +295,25 @@ class Run:
         from locust.html import get_html_report
 
         write_atomic(self.folder / "locust.html", get_html_report(env, show_download_link=False))
+
+
+def target_port(url: str | None) -> int | None:
+    """The TCP port of a host URL (80/443 by scheme when absent); None when there is none."""
+    if not url:
+        return None
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        return parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    except ValueError:
+        return None
+
+
+def ip_family(url: str | None) -> str:
+    """``4`` or ``6`` for a host URL with an IP literal, else ``both`` (a name may resolve to either)."""
+    try:
+        return str(ipaddress.ip_address(urllib.parse.urlsplit(url or "").hostname or "").version)
+    except ValueError:
+        return "both"
 
 
 def _stats_delta(now: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,8 @@ A client that asks for ``Connection: close`` (or speaks HTTP/1.0 without keep-al
 and then closed, in every mode.
 
 ``GET /_stats`` returns the counters as JSON; neither that request nor its connection is counted.
+The second line printed at start names a control port that answers ``/_stats`` too, without
+adding any socket on the target port (the plugin reads the counters there).
 The same JSON is written to ``--stats-out`` (whole, temporary file then rename) at shutdown.
 
 Counters (``STATS_FIELDS``):
@@ -140,8 +142,9 @@ class Counters:
 class _Connection(asyncio.Protocol):
     """One accepted connection: parses requests, answers them in order, closes per mode."""
 
-    def __init__(self, server: TargetServer) -> None:
+    def __init__(self, server: TargetServer, control: bool = False) -> None:
         self.server = server
+        self.control = control
         self.counters = server.counters
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
@@ -216,7 +219,7 @@ class _Connection(asyncio.Protocol):
             if len(self.buf) < total:
                 return
             self.buf = self.buf[total:]
-            if path == STATS_PATH.encode():
+            if path == STATS_PATH.encode() or self.control:
                 self._reply_stats(version)
                 continue
             self._count_connection()
@@ -306,7 +309,12 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any]:
     server.loop = loop
     srv = await loop.create_server(lambda: _Connection(server), BIND_HOST, args.port, backlog=4096)
     port = srv.sockets[0].getsockname()[1]
+    # A second listener that answers only /_stats, so that reading the counters never adds a
+    # socket (or a TIME_WAIT) on the target port that the sidecar is watching.
+    control = await loop.create_server(lambda: _Connection(server, control=True), BIND_HOST, 0)
+    control_port = control.sockets[0].getsockname()[1]
     print(f"http://{BIND_HOST}:{port}", flush=True)
+    print(f"control http://{BIND_HOST}:{control_port}{STATS_PATH}", flush=True)
     done = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
@@ -314,6 +322,7 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any]:
         watch_parent(args.parent_pid, lambda: loop.call_soon_threadsafe(done.set))
     await done.wait()
     srv.close()
+    control.close()
     snapshot = server.counters.snapshot()
     snapshot.update(mode=str(args.mode), port=port, delay_ms=args.delay_ms, body_bytes=args.body_bytes)
     return snapshot
@@ -387,11 +396,21 @@ class TargetProcess:
         self.mode = parse_mode(str(mode))
         self.settings = {"delay_ms": delay_ms, "body_bytes": body_bytes}
         cmd = [
-            sys.executable, "-P", "-m", "keepalive_lab.target",  # -P: the cwd may shadow modules
-            "--port", str(port), "--mode", str(self.mode),
-            "--delay-ms", str(delay_ms), "--body-bytes", str(body_bytes),
-            "--parent-pid", str(os.getpid()),
-        ]  # fmt: skip
+            sys.executable,
+            "-P",
+            "-m",
+            "keepalive_lab.target",  # -P: the cwd may shadow modules
+            "--port",
+            str(port),
+            "--mode",
+            str(self.mode),
+            "--delay-ms",
+            str(delay_ms),
+            "--body-bytes",
+            str(body_bytes),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
         self.stats_out = Path(stats_out) if stats_out else None
         if self.stats_out:
             cmd += ["--stats-out", str(self.stats_out)]
@@ -405,10 +424,11 @@ class TargetProcess:
             raise RuntimeError(f"embedded target did not start (exit code {self.proc.wait()})")
         self.url = line
         self.port = int(line.rsplit(":", 1)[1])
+        self.control_url = self.proc.stdout.readline().split()[-1]
 
     def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
-        """The live counters, from ``GET /_stats`` (not counted by the target)."""
-        with urllib.request.urlopen(self.url + STATS_PATH, timeout=timeout_s) as resp:
+        """The live counters, from the control port (so no socket touches the target port)."""
+        with urllib.request.urlopen(self.control_url, timeout=timeout_s) as resp:
             return json.loads(resp.read())
 
     def alive(self) -> bool:

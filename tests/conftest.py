@@ -51,17 +51,48 @@ def only_run_folder(run_dir: Path) -> Path | None:
     return folders[0] if folders else None
 
 
+def _netns_available() -> bool:
+    if os.geteuid() != 0:
+        return False
+    try:
+        return subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+NETNS = _netns_available()
+requires_netns = pytest.mark.skipif(
+    not NETNS, reason="needs root and `unshare --net` for a private network namespace (exact socket counts)"
+)
+
+
+def in_netns(cmd: list[str], tw_reuse: int | None = None) -> list[str]:
+    """Wrap ``cmd`` to run in a new private network namespace with loopback up."""
+    setup = "ip link set lo up"
+    if tw_reuse is not None:
+        setup += f" && sysctl -qw net.ipv4.tcp_tw_reuse={tw_reuse}"
+    return ["unshare", "--net", "sh", "-c", f'{setup} && exec "$@"', "sh", *cmd]
+
+
 @pytest.fixture
 def run_locust(tmp_path: Path):
     """Run `locust -f locustfiles/<file> --headless ... --run-dir <tmp>` to the end; bounded at 120 s."""
 
-    def run(locustfile: str, *args: str, timeout_s: float = 120) -> LocustRun:
-        run_dir = tmp_path / "runs"
+    calls = []
+
+    def run(locustfile: str, *args: str, timeout_s: float = 120, isolated: bool = False) -> LocustRun:
+        calls.append(locustfile)
+        run_dir = tmp_path / f"runs-{len(calls)}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd = locust_command(locustfile, "--headless", "--run-dir", str(run_dir), *args)
         proc = subprocess.run(
-            locust_command(locustfile, "--headless", "--run-dir", str(run_dir), *args),
-            capture_output=True, text=True, timeout=timeout_s, cwd=tmp_path, env=env,
-        )  # fmt: skip
+            in_netns(cmd) if isolated else cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=tmp_path,
+            env=env,
+        )
         return LocustRun(proc.returncode, proc.stdout + proc.stderr, only_run_folder(run_dir))
 
     return run

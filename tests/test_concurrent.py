@@ -15,8 +15,11 @@ def test_default_is_gos_default_client_and_churns(run_locust):
     assert r.returncode == 0, r.output
     settings = r.run["settings"]
     assert (settings["pool_scope"], settings["pool_size"], settings["pool_full"], settings["drain"]) == (
-        "shared", 2, "discard", "full",
-    )  # fmt: skip
+        "shared",
+        2,
+        "discard",
+        "full",
+    )
     assert r.run["locust_options"]["num_users"] == 10
     assert r.run["requests"] == 100
     opened, accepted = counts(r)

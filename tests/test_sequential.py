@@ -54,9 +54,15 @@ def test_run_folder_is_complete(run_locust):
     r = run_locust("sequential.py", *FAST, "--requests-per-user", "3")
     names = {p.name for p in r.folder.iterdir()}
     assert names == {
-        "run.json", "stats.csv", "stats_history.csv", "failures.csv", "exceptions.csv", "locust.html",
+        "run.json",
+        "stats.csv",
+        "stats_history.csv",
+        "failures.csv",
+        "exceptions.csv",
+        "locust.html",
         "target.json",
-    }  # fmt: skip
+        "sockets.csv",
+    }
     run = r.run
     assert run["scenario"] == "sequential" and run["user_class"] == "SequentialUser"
     assert run["settings"]["requests_per_user"] == 3 and run["settings"]["think_time_s"] == 0.02
@@ -103,8 +109,11 @@ def test_ctrl_c_leaves_a_complete_folder_marked_interrupted(tmp_path):
     run_dir = tmp_path / "runs"
     proc = subprocess.Popen(
         locust_command("sequential.py", "--headless", "--think-time", "0.5", "--run-dir", str(run_dir)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (run_dir.exists() and any(run_dir.glob("*/run.json"))):
         time.sleep(0.1)
@@ -125,8 +134,11 @@ def test_target_killed_mid_run_marks_the_run_failed(tmp_path):
     run_dir = tmp_path / "runs"
     proc = subprocess.Popen(
         locust_command("sequential.py", "--headless", "--think-time", "0.3", "--run-dir", str(run_dir)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not any(run_dir.glob("*/run.json")):
         time.sleep(0.1)
@@ -158,8 +170,11 @@ def test_crashing_user_class_ends_the_run_as_failed(tmp_path):
     run_dir = tmp_path / "runs"
     proc = subprocess.run(
         [*locust_command("sequential.py")[:3], "-f", str(locustfile), "--headless", "--run-dir", str(run_dir)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     run = json.loads((only_run_folder(run_dir) / "run.json").read_text())
     assert run["status"] == "failed"
     assert proc.returncode != 0

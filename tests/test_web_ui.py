@@ -32,8 +32,11 @@ def web_ui(tmp_path):
     run_dir = tmp_path / "runs"
     proc = subprocess.Popen(
         locust_command("sequential.py", "--web-host", "127.0.0.1", "--web-port", str(port), "--run-dir", str(run_dir)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -50,8 +53,18 @@ def web_ui(tmp_path):
 def test_options_show_with_class_defaults(web_ui):
     url, _ = web_ui
     page = urllib.request.urlopen(url, timeout=10).read().decode()
-    for name in ("pool_size", "pool_scope", "pool_full", "drain", "keep_alive", "think_time_s",
-                 "requests_per_user", "target_mode", "client_type", "run_dir"):  # fmt: skip
+    for name in (
+        "pool_size",
+        "pool_scope",
+        "pool_full",
+        "drain",
+        "keep_alive",
+        "think_time_s",
+        "requests_per_user",
+        "target_mode",
+        "client_type",
+        "run_dir",
+    ):
         assert f'"{name}"' in page, name
     assert '"choices": ["full", "close", "none"]' in page
 
