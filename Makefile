@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools test demo bench lint clean
+.PHONY: install tools test demo report bench lint clean
 
 install: $(STAMP)
 
@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: install
+test: install tools
 	$(PY) -m pytest -q tests
+
+report: install
+	$(PY) -m analysis report
 
 demo: install
 	$(PY) -m keepalive_lab.demo
@@ -23,12 +26,15 @@ demo: install
 bench: install tools
 	$(PY) -m benchmarks
 
-# Debian tools the benchmarks and real-peer tests use; installed only when missing and root.
+# Debian tools the benchmarks and tests use (wrk, nginx, headless chromium); installed only when missing and root.
 tools:
 	@missing=""; command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing"; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing"; \
+	    (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) || \
+	    echo "apt-get could not install$$missing: the tests and benchmarks that need it say so"; \
 	  else echo "not root: cannot install$$missing (benchmarks that need it say so)"; fi; fi
 
 lint: install

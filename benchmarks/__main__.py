@@ -10,6 +10,7 @@ BENCHMARKS = {
     "target": "benchmarks.target_throughput",
     "users": "benchmarks.user_overhead",
     "sidecar": "benchmarks.sidecar_cost",
+    "report": "benchmarks.report_build",
 }
 
 

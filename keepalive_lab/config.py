@@ -112,7 +112,20 @@ class Option:
             ) from None
 
 
+def _name(text: str) -> str:
+    text = str(text).strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", text):
+        raise ValueError("a name of letters, digits, '.', '_' and '-' (at most 80)")
+    return text
+
+
 OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--scenario",
+        "scenario",
+        "name of the run in its folder name, the report and the gate rules",
+        parse=_name,
+    ),
     Option(
         "--client",
         "client_type",
@@ -256,12 +269,15 @@ def resolve(user_class: type, options: Any | None, scenario_default: str = "") -
         raw = given.get(name) if opt is not None else None
         if raw is None or raw == "":
             raw = getattr(user_class, name, None)
+        if raw == "":
+            raw = None
         if raw is None and opt is not None:
             raw = opt.default
         if raw is None:
             continue
         values[name] = opt.convert(raw) if opt is not None else raw
-    values["scenario"] = getattr(user_class, "scenario", "") or scenario_default or user_class.__name__
+    if not values.get("scenario"):
+        values["scenario"] = _name(scenario_default or user_class.__name__)
     values["user_class"] = user_class.__name__
     cfg = ScenarioConfig(**values)
     check_combination(cfg)

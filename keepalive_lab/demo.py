@@ -62,6 +62,13 @@ def main() -> int:
         f"\nReading each body to EOF reused 1 connection for 10 requests ({full} here); leaving it unread "
         f"opened one per request ({none} here), each leaving a TIME_WAIT on the client."
     )
+    out = ROOT / "reports"
+    cmd = [sys.executable, "-m", "analysis", "report", *(str(r["folder"]) for r in results), "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"demo: the report failed (exit code {proc.returncode})")
+    print(f"\nReport comparing the runs: {(out / 'index.html').relative_to(ROOT)} (open it in a browser)")
     return 0
 
 

@@ -1,0 +1,130 @@
+"""``python -m analysis``: the edges of the pipeline (files in, files and exit codes out).
+
+    python -m analysis report [RUN_DIR ...] [-o OUT_DIR]
+    python -m analysis check  [RUN_DIR ...] --rules FILE [--junit FILE]
+
+With no RUN_DIR, every run under ``runs/`` is taken. ``report`` writes ``OUT_DIR/summary.csv``,
+``OUT_DIR/index.html`` and ``OUT_DIR/plotly.min.js`` (default ``reports/``), each whole.
+``check`` exits 0 when every rule holds, 1 when one fails, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from analysis.check import RulesError, evaluate, format_table, junit_xml, parse_rules
+from analysis.compare import verdicts
+from analysis.load import Loaded, find_run_dirs, load_runs
+from analysis.metrics import summarize
+from analysis.render import PLOTLY_JS, render_html
+from keepalive_lab.files import write_atomic
+
+DEFAULT_RUNS = Path("runs")
+DEFAULT_OUT = Path("reports")
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"python -m analysis: error: {message}\n")
+    return 2
+
+
+def _load(run_dirs: list[Path]) -> Loaded | None:
+    folders = run_dirs or find_run_dirs(DEFAULT_RUNS)
+    if not folders:
+        where = "the given folders" if run_dirs else f"{DEFAULT_RUNS}/"
+        sys.stderr.write(f"python -m analysis: error: no run folders in {where}; run a scenario first (make demo)\n")
+        return None
+    loaded = load_runs(folders)
+    for skip in loaded.skipped:
+        sys.stderr.write(f"skipped: {skip}\n")
+    return loaded
+
+
+def report(run_dirs: list[Path], out_dir: Path) -> int:
+    t0 = time.perf_counter()
+    loaded = _load(run_dirs)
+    if loaded is None:
+        return 2
+    if loaded.runs.empty:
+        return _fail("no run folder could be loaded (see the skipped lines above)")
+    summary = summarize(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
+    verdict = verdicts(summary, loaded.runs)
+    page = render_html(summary, verdict, loaded.runs, loaded.samples, loaded.skipped, str(out_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
+    js = out_dir / PLOTLY_JS
+    if not js.exists():
+        from plotly.offline import get_plotlyjs
+
+        write_atomic(js, get_plotlyjs())
+    write_atomic(out_dir / "index.html", page)
+    table = summary.merge(verdict, on="run_id")
+    for r in table.itertuples():
+        print(f"{r.run_id}: {r.verdict}")
+    print(
+        f"report: {out_dir / 'index.html'} ({len(summary)} runs, {len(loaded.skipped)} skipped, "
+        f"{time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
+def check(run_dirs: list[Path], rules_path: Path, junit: Path | None) -> int:
+    try:
+        text = rules_path.read_text(encoding="utf-8")
+    except OSError as e:
+        return _fail(f"--rules {str(rules_path)!r}: cannot be read ({e.strerror}); give a TOML rules file")
+    try:
+        rules = parse_rules(text, str(rules_path))
+    except RulesError as e:
+        return _fail(str(e))
+    loaded = _load(run_dirs)
+    if loaded is None:
+        return 2
+    summary = summarize(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
+    try:
+        results = evaluate(rules, summary)
+    except RulesError as e:
+        return _fail(str(e))
+    print(format_table(results))
+    if junit is not None:
+        write_atomic(junit, junit_xml(results))
+    return 0 if bool(results["passed"].all()) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis", description="Reports and gates over keepalive-lab runs.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{report,check}")
+    r = sub.add_parser("report", help="write the HTML comparison report and summary.csv")
+    r.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help="run folders (default: all in runs/)")
+    r.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT, help="output folder (default reports/)")
+    c = sub.add_parser("check", help="check gate rules; exit 0 pass, 1 fail, 2 bad input")
+    c.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help="run folders (default: all in runs/)")
+    c.add_argument("--rules", type=Path, required=True, help='TOML rules file ([scenarios.NAME] metric = "<= 1")')
+    c.add_argument("--junit", type=Path, help="also write JUnit XML here")
+    for parser in (p, r, c):
+        parser.error = _one_line(parser)  # type: ignore[method-assign]
+    return p
+
+
+def _one_line(parser: argparse.ArgumentParser):
+    def error(message: str) -> None:
+        sys.stderr.write(f"{parser.prog}: error: {message}\n")
+        sys.exit(2)
+
+    return error
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "report":
+        if args.out.exists() and not args.out.is_dir():
+            return _fail(f"-o {str(args.out)!r} is a file; give a folder for the report")
+        return report(args.run_dirs, args.out)
+    return check(args.run_dirs, args.rules, args.junit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Stage 4', check: gate rules over the summary, for CI.
+
+A rules file is TOML, one table per scenario, one bound per metric::
+
+    [scenarios.sequential-drain-full]
+    connections_opened = "== 1"
+    addr_not_available_errors = "== 0"
+
+    [scenarios."concurrent-*"]          # a glob over scenario names
+    connections_per_request = "<= 0.5"
+
+Operators: ``==``, ``!=``, ``<=``, ``<``, ``>=``, ``>``. Metrics are the columns of
+``summary.csv``. Each rule is checked against the newest run of each scenario it matches.
+An unknown metric or operator, a rule that matches no run, or a broken file is a
+:class:`RulesError` (exit code 2 at the edge).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import operator
+import re
+import tomllib
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+import pandas as pd
+
+from analysis.metrics import SUMMARY_COLUMNS
+
+OPERATORS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<=": operator.le,
+    "<": operator.lt,
+    ">=": operator.ge,
+    ">": operator.gt,
+}
+NUMERIC_METRICS = tuple(
+    c for c in SUMMARY_COLUMNS if c not in ("run_id", "scenario", "status", "connections_source", "start")
+)
+RESULT_COLUMNS = ("scenario", "run_id", "metric", "bound", "measured", "passed")
+
+
+class RulesError(ValueError):
+    """A rules file or rule that cannot be checked; ``str()`` is the one line shown."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    scenario: str
+    metric: str
+    op: str
+    value: float
+
+    @property
+    def bound(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+def parse_rules(text: str, source: str = "rules") -> list[Rule]:
+    """Parse a TOML rules text; raise :class:`RulesError` naming what is wrong."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RulesError(f"{source}: not valid TOML ({e})") from None
+    scenarios = data.get("scenarios")
+    if not isinstance(scenarios, dict) or not scenarios:
+        raise RulesError(f"{source}: no [scenarios.NAME] tables")
+    rules = []
+    for scenario, bounds in scenarios.items():
+        if not isinstance(bounds, dict):
+            raise RulesError(f'{source}: scenarios.{scenario} must be a table of metric = "OP VALUE"')
+        for metric, bound in bounds.items():
+            rules.append(parse_rule(scenario, metric, bound, source))
+    return rules
+
+
+def parse_rule(scenario: str, metric: str, bound: object, source: str = "rules") -> Rule:
+    where = f"{source}: scenarios.{scenario}.{metric}"
+    if metric not in NUMERIC_METRICS:
+        raise RulesError(f"{where}: unknown metric {metric!r}; use one of: {', '.join(NUMERIC_METRICS)}")
+    m = re.fullmatch(r"\s*(==|!=|<=|>=|<|>)\s*(-?[0-9.]+(?:[eE][-+]?\d+)?)\s*", str(bound))
+    if not isinstance(bound, str) or not m:
+        raise RulesError(f'{where}: bound {bound!r} is not valid; write it as a string like "<= 0.01" or "== 0"')
+    return Rule(scenario, metric, m.group(1), float(m.group(2)))
+
+
+def latest_per_scenario(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary.sort_values("start", kind="stable").groupby("scenario", as_index=False).tail(1)
+
+
+def evaluate(rules: list[Rule], summary: pd.DataFrame) -> pd.DataFrame:
+    """One result row per (rule, matched run); raises RulesError for a rule that matches no run."""
+    latest = latest_per_scenario(summary)
+    rows = []
+    for rule in rules:
+        matched = latest[[fnmatch.fnmatchcase(s, rule.scenario) for s in latest["scenario"]]]
+        if matched.empty:
+            known = ", ".join(sorted(latest["scenario"])) or "none"
+            raise RulesError(f"rule for scenario {rule.scenario!r} matches no run (scenarios: {known})")
+        for _, run in matched.iterrows():
+            measured = run[rule.metric]
+            measured = float(measured) if not pd.isna(measured) else math.nan
+            passed = not math.isnan(measured) and OPERATORS[rule.op](measured, rule.value)
+            rows.append((run["scenario"], run["run_id"], rule.metric, rule.bound, measured, passed))
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+def format_table(results: pd.DataFrame) -> str:
+    """The printed table: rule, measured value, pass or fail."""
+    lines = [f"{'scenario':<34}{'metric':<28}{'bound':>12}{'measured':>14}  result"]
+    for r in results.itertuples():
+        measured = "missing" if math.isnan(r.measured) else f"{r.measured:,.4g}"
+        lines.append(f"{r.scenario:<34}{r.metric:<28}{r.bound:>12}{measured:>14}  {'pass' if r.passed else 'FAIL'}")
+    failed = int((~results["passed"]).sum())
+    lines.append(f"{len(results) - failed} passed, {failed} failed")
+    return "\n".join(lines)
+
+
+def junit_xml(results: pd.DataFrame) -> str:
+    """JUnit XML: one testcase per rule and run, a <failure> for each rule that does not hold."""
+    failed = int((~results["passed"]).sum())
+    cases = []
+    for r in results.itertuples():
+        name = quoteattr(f"{r.metric} {r.bound}")
+        body = ""
+        if not r.passed:
+            msg = f"measured {r.measured:g}, expected {r.bound}" if not math.isnan(r.measured) else "not measured"
+            body = f"<failure message={quoteattr(msg)}>{escape(msg)} (run {escape(r.run_id)})</failure>"
+        cases.append(f"  <testcase classname={quoteattr('keepalive_lab.' + r.scenario)} name={name}>{body}</testcase>")
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<testsuite name="keepalive-lab check" tests="{len(results)}" failures="{failed}">\n'
+        + "\n".join(cases)
+        + "\n</testsuite>\n"
+    )

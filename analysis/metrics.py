@@ -1,0 +1,120 @@
+"""Stage 2, metrics: one summary row per run (``reports/summary.csv``).
+
+Definitions (see :data:`SUMMARY_COLUMNS`):
+
+``connections_opened``, ``connections_source``
+    the best exact source: the target's accept count (``target``), else the client pool's count
+    (``client``), else the ``active_opens`` delta of an isolated run (``kernel``).
+``connections_per_request``
+    ``connections_opened / requests``; reuse is 1 minus it.
+``churn_per_s``
+    connections opened per second of the run.
+``peak_client_time_wait``, ``peak_server_time_wait``, ``peak_ports_in_use``
+    peaks over the sidecar's samples.
+``peak_port_use_pct``
+    ``100 * peak_ports_in_use / port_range``.
+``projected_port_use_pct``
+    ``100 * churn_per_s * 60 / port_range``: the steady state with no TIME_WAIT reuse (60 s is
+    Linux's fixed TIME_WAIT length).
+``seconds_to_exhaustion``
+    ``port_range / churn_per_s`` when the projection is at least 100 %, else empty.
+``addr_not_available_errors``
+    failures with errno 99 (EADDRNOTAVAIL, "Cannot assign requested address").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+TIME_WAIT_S = 60
+SUMMARY_COLUMNS = (
+    "run_id",
+    "scenario",
+    "status",
+    "requests",
+    "failures",
+    "rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "connections_opened",
+    "connections_source",
+    "connections_per_request",
+    "churn_per_s",
+    "peak_client_time_wait",
+    "peak_server_time_wait",
+    "peak_ports_in_use",
+    "port_range",
+    "peak_port_use_pct",
+    "projected_port_use_pct",
+    "seconds_to_exhaustion",
+    "addr_not_available_errors",
+    "duration_s",
+    "start",
+)
+ERRNO_99_PATTERN = r"Errno 99\b|Cannot assign requested address|EADDRNOTAVAIL"
+
+
+def connections(runs: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """``connections_opened`` and ``connections_source`` per run, by DESIGN's precedence."""
+    kernel = pd.Series(np.nan, index=runs["run_id"])
+    if len(samples):
+        grouped = samples.groupby("run_id")["active_opens"]
+        kernel = (grouped.max() - grouped.min()).reindex(runs["run_id"])
+    out = pd.DataFrame({"run_id": runs["run_id"].to_numpy()})
+    target = pd.to_numeric(runs["target_accepted"], errors="coerce").to_numpy()
+    client = pd.to_numeric(runs["client_opened"], errors="coerce").to_numpy()
+    kern = np.where(runs["isolated"].to_numpy(dtype=bool), kernel.to_numpy(dtype=float), np.nan)
+    out["connections_opened"] = np.where(~np.isnan(target), target, np.where(~np.isnan(client), client, kern))
+    out["connections_source"] = np.where(
+        ~np.isnan(target), "target", np.where(~np.isnan(client), "client", np.where(~np.isnan(kern), "kernel", ""))
+    )
+    return out
+
+
+def peaks(samples: pd.DataFrame) -> pd.DataFrame:
+    cols = {
+        "client_time_wait": "peak_client_time_wait",
+        "server_time_wait": "peak_server_time_wait",
+        "ports_in_use": "peak_ports_in_use",
+    }
+    if not len(samples):
+        return pd.DataFrame(columns=["run_id", *cols.values()])
+    return samples.groupby("run_id")[list(cols)].max().rename(columns=cols).reset_index()
+
+
+def addr_not_available(failures: pd.DataFrame) -> pd.DataFrame:
+    if not len(failures):
+        return pd.DataFrame(columns=["run_id", "addr_not_available_errors"])
+    hit = failures["error"].astype(str).str.contains(ERRNO_99_PATTERN, regex=True)
+    occ = pd.to_numeric(failures["occurrences"], errors="coerce").fillna(0).where(hit, 0)
+    return occ.groupby(failures["run_id"]).sum().rename("addr_not_available_errors").reset_index()
+
+
+def projection(churn_per_s: pd.Series, port_range: pd.Series) -> pd.DataFrame:
+    """Steady-state port use with no TIME_WAIT reuse, and the seconds until the range runs out."""
+    pct = churn_per_s * TIME_WAIT_S / port_range * 100
+    seconds = (port_range / churn_per_s).where(pct >= 100)
+    return pd.DataFrame({"projected_port_use_pct": pct, "seconds_to_exhaustion": seconds})
+
+
+def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    """The summary frame: one row per run, :data:`SUMMARY_COLUMNS`."""
+    df = runs[["run_id", "scenario", "status", "duration_s", "start", "port_range"]].merge(stats, on="run_id")
+    df = df.merge(connections(runs, samples), on="run_id")
+    df = df.merge(peaks(samples), on="run_id", how="left")
+    df = df.merge(addr_not_available(failures), on="run_id", how="left")
+    if len(samples):  # the sidecar's own reading wins over run.json when both exist
+        sampled_range = samples.groupby("run_id")["port_range"].max()
+        df["port_range"] = df["run_id"].map(sampled_range).fillna(df["port_range"])
+    df["addr_not_available_errors"] = df["addr_not_available_errors"].fillna(0).astype(int)
+    requests = df["requests"].astype(float)
+    duration = pd.to_numeric(df["duration_s"], errors="coerce")
+    port_range = pd.to_numeric(df["port_range"], errors="coerce")
+    df["connections_per_request"] = (df["connections_opened"] / requests).where(requests > 0)
+    df["churn_per_s"] = (df["connections_opened"] / duration).where(duration > 0)
+    df["peak_port_use_pct"] = df["peak_ports_in_use"] / port_range * 100
+    df = pd.concat([df, projection(df["churn_per_s"], port_range)], axis=1)
+    df["port_range"] = port_range
+    return df[list(SUMMARY_COLUMNS)].sort_values("start", kind="stable").reset_index(drop=True)
