@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools test demo report bench lint clean
+.PHONY: install tools test demo perf report bench lint clean
 
 install: $(STAMP)
 
@@ -20,8 +20,13 @@ test: install tools
 report: install
 	$(PY) -m analysis report
 
+# The seed experiments headless (isolated when root), then the report.
 demo: install
-	$(PY) -m keepalive_lab.demo
+	$(PY) -m keepalive_lab.matrix matrices/seed.toml
+
+# The same, gated: exits non-zero when a seed result fails to reproduce.
+perf: install
+	$(PY) -m keepalive_lab.matrix matrices/seed.toml --check --junit reports/perf-junit.xml
 
 bench: install tools
 	$(PY) -m benchmarks

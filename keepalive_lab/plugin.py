@@ -217,13 +217,15 @@ class Run:
             self._watchdog.kill(block=False)
         env = self.lab.environment
         ended = runfolder.utc_now()
-        if self.sidecar is not None:
-            self.record["sidecar"] = self.sidecar.stop()
         try:
+            # First: it waits until the target has seen every close, so that the sidecar's last
+            # sample shows the closed connections settled in TIME_WAIT.
             self._write_target_json()
         except Exception as e:  # the target died: the run still gets its folder
             log.error("embedded target unreachable at the end of the test: %s", e)
             self.failed_reason = self.failed_reason or f"embedded target unreachable at the end: {e}"
+        if self.sidecar is not None:
+            self.record["sidecar"] = self.sidecar.stop()
         self._finish_locust_files(env)
         stats = env.stats.total
         counts = self.lab.connection_totals()

@@ -53,6 +53,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +66,7 @@ from keepalive_lab.files import write_json_atomic
 from keepalive_lab.procs import die_with_parent, watch_parent
 
 BIND_HOST = "127.0.0.1"
+_TCP_CORK = getattr(socket, "TCP_CORK", None)
 STATS_PATH = "/_stats"
 STATS_FIELDS = (
     "connections_accepted",
@@ -237,11 +239,20 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         if self.transport is None or self.transport.is_closing():
             return
-        self.transport.write(self.server.response(close))
         if close:
+            # The FIN must leave in the same segment as the response's last bytes. A client that
+            # closes as soon as it has read a non-keep-alive body (http.client does) would
+            # otherwise close first, now and then, and take the TIME_WAIT that the closing server
+            # should hold. With TCP_CORK set, shutdown() puts the FIN on the held segment.
+            sock = self.transport.get_extra_info("socket")
+            if _TCP_CORK is not None and sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+            self.transport.write(self.server.response(close))
             self.server_closing = True
+            self.transport.write_eof()
             self.transport.close()
             return
+        self.transport.write(self.server.response(close))
         self._arm_idle()
         if self.buf:
             self._process()
