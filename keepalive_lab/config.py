@@ -287,6 +287,6 @@ def resolve(user_class: type, options: Any | None, scenario_default: str = "") -
 def default_for(option: Option, user_class: type | None) -> str | None:
     """The value shown as an option's default: the user class's attribute, else the option's own."""
     value = getattr(user_class, option.attr, None) if user_class is not None else None
-    if value is None:
+    if value is None or value == "":
         value = option.default
     return None if value is None else option.show(value)

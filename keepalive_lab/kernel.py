@@ -84,3 +84,15 @@ def facts() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "isolated": netns_isolated(),
     }
+
+
+def baseline() -> dict[str, int]:
+    """The namespace's cumulative counters at a test's start, so a run that shares them can subtract."""
+    snmp = snmp_tcp()
+    return {
+        "active_opens": snmp.get("ActiveOpens", 0),
+        "passive_opens": snmp.get("PassiveOpens", 0),
+        "attempt_fails": snmp.get("AttemptFails", 0),
+        "estab_resets": snmp.get("EstabResets", 0),
+        "tw_total": sockstat_tw(),
+    }

@@ -147,7 +147,7 @@ class Run:
             },
             "host": env.host,
             "target": self._target_info(),
-            "kernel": kernel.facts(),
+            "kernel": {**kernel.facts(), "baseline": kernel.baseline()},
             "versions": runfolder.versions(),
             "start": runfolder.iso(self.started),
             "end": None,

@@ -72,6 +72,13 @@ def test_run_folder_is_complete(run_locust):
     )
     assert run["target"]["embedded"] is True and run["host"].startswith("http://127.0.0.1:")
     assert {"python", "locust"} <= set(run["versions"])
+    assert set(run["kernel"]["baseline"]) == {
+        "active_opens",
+        "passive_opens",
+        "attempt_fails",
+        "estab_resets",
+        "tw_total",
+    }
     assert run["start"] < run["end"]
     with open(r.folder / "stats.csv") as f:
         rows = list(csv.reader(f))
