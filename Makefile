@@ -21,11 +21,11 @@ report: install
 	$(PY) -m analysis report
 
 # The seed experiments headless (isolated when root), then the report.
-demo: install
+demo: install tools
 	$(PY) -m keepalive_lab.matrix matrices/seed.toml
 
 # The same, gated: exits non-zero when a seed result fails to reproduce.
-perf: install
+perf: install tools
 	$(PY) -m keepalive_lab.matrix matrices/seed.toml --check --junit reports/perf-junit.xml
 
 bench: install tools

@@ -12,6 +12,21 @@ from typing import Any
 import pandas as pd
 
 REUSE_MAX = 0.1  # connections per request at or below which a run counts as reusing connections
+PEER_CAUSES = {
+    "http.server": "HTTP/1.0",
+    "nginx-close": "nginx keepalive_timeout 0",
+    "nginx-low-requests": "nginx keepalive_requests 3",
+}
+
+
+def _text(value: Any) -> str:
+    """A string field of a run; missing values (None, NaN) read as empty."""
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: Any) -> float:
+    """A count field of a run; missing values (None, NaN) read as 0."""
+    return 0 if value is None or pd.isna(value) else value
 
 
 def _n(value: float) -> str:
@@ -22,6 +37,10 @@ def _plural(value: float, noun: str) -> str:
     return f"{_n(value)} {noun}{'' if round(value) == 1 else 's'}"
 
 
+def _per_request(cpr: float) -> str:
+    return "1 connection per request" if round(cpr, 2) == 1 else f"{cpr:.2f} connections per request"
+
+
 def time_wait_side(client_tw: float, server_tw: float) -> str:
     client_tw = 0 if pd.isna(client_tw) else client_tw
     server_tw = 0 if pd.isna(server_tw) else server_tw
@@ -30,13 +49,62 @@ def time_wait_side(client_tw: float, server_tw: float) -> str:
     return "client" if client_tw >= server_tw else "server"
 
 
-def verdict(row: pd.Series) -> str:
+def server_close_cause(run: dict[str, Any], row: pd.Series) -> str | None:
+    """Why the server closes connections, or None when it does not (the client closes, or reuse)."""
+    settings = run.get("settings") or {}
+    mode = _text(run.get("target_mode"))
+    accepted = _count(run.get("target_accepted"))
+    by_server = _count(run.get("target_closed_by_server"))
+    if accepted and by_server >= 0.9 * accepted:
+        if not settings.get("keep_alive", True):
+            return "the client asks for Connection: close"
+        if mode == "http10":
+            return "HTTP/1.0"
+        if mode.startswith("close-after:"):
+            return f"after {mode.split(':')[1]} requests each"
+        if mode.startswith("idle-timeout:"):
+            return f"when idle for {mode.split(':')[1]} s"
+        return "Connection: close"
+    peer = _text(run.get("peer"))
+    if peer in PEER_CAUSES:
+        return PEER_CAUSES[peer]
+    share = row.get("server_time_wait_pct")
+    if not accepted and not pd.isna(share) and share >= 50 and row["connections_per_request"] > REUSE_MAX:
+        return "it holds most TIME_WAIT sockets"
+    return None
+
+
+def stale_keepalive(run: dict[str, Any]) -> tuple[float, float] | None:
+    """(idle timeout, think time) when the server drops idle connections before the client reuses them."""
+    mode = _text(run.get("target_mode"))
+    think = (run.get("settings") or {}).get("think_time_s") or 0
+    if mode.startswith("idle-timeout:") and float(mode.split(":")[1]) <= think:
+        return float(mode.split(":")[1]), float(think)
+    return None
+
+
+def verdict(row: pd.Series, run: dict[str, Any] | None = None) -> str:
     """One sentence with the run's numbers."""
+    run = run or {}
     opened, requests, cpr = row["connections_opened"], row["requests"], row["connections_per_request"]
     if pd.isna(opened) or pd.isna(cpr):
         return f"{_n(requests)} requests; connections not counted (no target, pool or isolated kernel count)"
-    if cpr <= REUSE_MAX:
+    stale = stale_keepalive(run)
+    cause = server_close_cause(run, row)
+    if stale:
+        idle, think = stale
+        errors = row.get("connection_errors", 0)
+        text = (f"stale keep-alive: the server closes connections idle for {idle:g} s, before the client's next "
+                f"request {think:g} s later: {_plural(opened, 'connection')} for {_plural(requests, 'request')}, "
+                f"{_plural(errors, 'request')} failed on a closed connection")  # fmt: skip
+    elif cpr <= REUSE_MAX:
         text = f"reuses connections: {_plural(opened, 'connection')} for {_plural(requests, 'request')}"
+    elif cause is not None:
+        every = "every connection" if cpr >= 0.9 else "connections"
+        text = f"the server closes {every} ({cause}): {_per_request(cpr)}, TIME_WAIT on the server"
+        share = row.get("server_time_wait_pct")
+        if not pd.isna(share) and share < 100:
+            text += f" ({share:.0f}%; the client closed first on the rest)"
     else:
         text = f"opens {cpr:.2f} connections per request"
         secs, pct, rng = row["seconds_to_exhaustion"], row["projected_port_use_pct"], row["port_range"]
@@ -51,37 +119,28 @@ def verdict(row: pd.Series) -> str:
     return text
 
 
-def why(run: dict[str, Any], summary: pd.Series) -> str:
+def why(run: dict[str, Any], row: pd.Series) -> str:
     """The cause, from the run's settings and counters; empty when connections are reused."""
     settings = run.get("settings") or {}
     reasons = []
-    accepted = run.get("target_accepted")
-    by_server = run.get("target_closed_by_server") or 0
-    mode = run.get("target_mode") or ""
-    if accepted and by_server >= 0.9 * accepted and by_server > 0:
-        if not settings.get("keep_alive", True):
-            reasons.append("the client sends 'Connection: close', so the server closes every connection")
-        elif mode == "http10":
-            reasons.append("the server closes every connection (HTTP/1.0)")
-        elif mode.startswith("close-after"):
-            reasons.append(f"the server closes each connection after {mode.split(':')[1]} requests")
-        elif mode.startswith("idle-timeout"):
-            reasons.append(f"the server closes connections idle for {mode.split(':')[1]} s")
-        else:
-            reasons.append("the server closes every connection (Connection: close)")
+    if stale_keepalive(run):
+        reasons.append("urllib3 and geventhttpclient test a pooled connection before reusing it and reconnect "
+                       "when the server has closed it; a close that races the request fails it")  # fmt: skip
     drain = settings.get("drain")
-    if drain in ("none", "close") and summary["connections_per_request"] > REUSE_MAX:
+    if drain in ("none", "close") and row["connections_per_request"] > REUSE_MAX:
         how = "leaves each body unread" if drain == "none" else "closes each body unread"
         reasons.append(f"the client {how} (drain {drain}), so no connection goes back to the pool")
-    discarded = run.get("client_discarded") or 0
+    discarded = _count(run.get("client_discarded"))
     if discarded and drain == "full":
         reasons.append(
             f"{_n(discarded)} connections came back to a full pool of {settings.get('pool_size')} "
             f"(more busy users than pool slots) and were closed"
         )
-    side = time_wait_side(summary["peak_client_time_wait"], summary["peak_server_time_wait"])
+    side = time_wait_side(row["peak_client_time_wait"], row["peak_server_time_wait"])
     if reasons and side != "none":
         reasons.append(f"TIME_WAIT on the {side}")
+    if side == "client" and row["connections_per_request"] > REUSE_MAX and not reasons:
+        reasons.append("the client closes first, so TIME_WAIT holds the client's ephemeral ports")
     return "; ".join(reasons)
 
 
@@ -90,14 +149,13 @@ def verdicts(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     by_id = {r["run_id"]: r for r in runs.to_dict("records")}
     rows = []
     for _, row in summary.iterrows():
+        run = by_id.get(row["run_id"], {})
         cpr = row["connections_per_request"]
-        rows.append(
-            {
-                "run_id": row["run_id"],
-                "verdict": verdict(row),
-                "why": why(by_id.get(row["run_id"], {}), row),
-                "time_wait_side": time_wait_side(row["peak_client_time_wait"], row["peak_server_time_wait"]),
-                "churns": bool(not pd.isna(cpr) and cpr > REUSE_MAX),
-            }
-        )
+        rows.append({
+            "run_id": row["run_id"],
+            "verdict": verdict(row, run),
+            "why": why(run, row),
+            "time_wait_side": time_wait_side(row["peak_client_time_wait"], row["peak_server_time_wait"]),
+            "churns": bool(not pd.isna(cpr) and cpr > REUSE_MAX),
+        })  # fmt: skip
     return pd.DataFrame(rows, columns=["run_id", "verdict", "why", "time_wait_side", "churns"])

@@ -18,8 +18,14 @@ Definitions (see :data:`SUMMARY_COLUMNS`):
     Linux's fixed TIME_WAIT length).
 ``seconds_to_exhaustion``
     ``port_range / churn_per_s`` when the projection is at least 100 %, else empty.
+``server_time_wait_pct``
+    the server's share of the TIME_WAIT sockets, ``100 * server / (server + client)`` at their
+    peaks: who closes first holds them (100: the server closes; 0: the client does).
 ``addr_not_available_errors``
     failures with errno 99 (EADDRNOTAVAIL, "Cannot assign requested address").
+``connection_errors``
+    failures from a connection the server had closed: RemoteDisconnected, ConnectionResetError,
+    BrokenPipeError, connection aborted (a stale keep-alive connection was reused).
 """
 
 from __future__ import annotations
@@ -49,11 +55,17 @@ SUMMARY_COLUMNS = (
     "peak_port_use_pct",
     "projected_port_use_pct",
     "seconds_to_exhaustion",
+    "server_time_wait_pct",
     "addr_not_available_errors",
+    "connection_errors",
     "duration_s",
     "start",
 )
 ERRNO_99_PATTERN = r"Errno 99\b|Cannot assign requested address|EADDRNOTAVAIL"
+STALE_PATTERN = (
+    r"RemoteDisconnected|ConnectionResetError|Connection reset|BrokenPipe|Broken pipe|Connection aborted"
+    r"|ConnectionAborted|connection closed|HTTPConnectionClosed"
+)
 
 
 def connections(runs: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
@@ -84,12 +96,13 @@ def peaks(samples: pd.DataFrame) -> pd.DataFrame:
     return samples.groupby("run_id")[list(cols)].max().rename(columns=cols).reset_index()
 
 
-def addr_not_available(failures: pd.DataFrame) -> pd.DataFrame:
+def failures_matching(failures: pd.DataFrame, pattern: str, column: str) -> pd.DataFrame:
+    """Per run, the occurrences of failures whose error matches ``pattern``."""
     if not len(failures):
-        return pd.DataFrame(columns=["run_id", "addr_not_available_errors"])
-    hit = failures["error"].astype(str).str.contains(ERRNO_99_PATTERN, regex=True)
+        return pd.DataFrame(columns=["run_id", column])
+    hit = failures["error"].astype(str).str.contains(pattern, regex=True)
     occ = pd.to_numeric(failures["occurrences"], errors="coerce").fillna(0).where(hit, 0)
-    return occ.groupby(failures["run_id"]).sum().rename("addr_not_available_errors").reset_index()
+    return occ.groupby(failures["run_id"]).sum().rename(column).reset_index()
 
 
 def projection(churn_per_s: pd.Series, port_range: pd.Series) -> pd.DataFrame:
@@ -104,17 +117,20 @@ def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, fa
     df = runs[["run_id", "scenario", "status", "duration_s", "start", "port_range"]].merge(stats, on="run_id")
     df = df.merge(connections(runs, samples), on="run_id")
     df = df.merge(peaks(samples), on="run_id", how="left")
-    df = df.merge(addr_not_available(failures), on="run_id", how="left")
+    for pattern, column in ((ERRNO_99_PATTERN, "addr_not_available_errors"), (STALE_PATTERN, "connection_errors")):
+        df = df.merge(failures_matching(failures, pattern, column), on="run_id", how="left")
+        df[column] = df[column].fillna(0).astype(int)
     if len(samples):  # the sidecar's own reading wins over run.json when both exist
         sampled_range = samples.groupby("run_id")["port_range"].max()
         df["port_range"] = df["run_id"].map(sampled_range).fillna(df["port_range"])
-    df["addr_not_available_errors"] = df["addr_not_available_errors"].fillna(0).astype(int)
     requests = df["requests"].astype(float)
     duration = pd.to_numeric(df["duration_s"], errors="coerce")
     port_range = pd.to_numeric(df["port_range"], errors="coerce")
     df["connections_per_request"] = (df["connections_opened"] / requests).where(requests > 0)
     df["churn_per_s"] = (df["connections_opened"] / duration).where(duration > 0)
     df["peak_port_use_pct"] = df["peak_ports_in_use"] / port_range * 100
+    tw = df["peak_server_time_wait"] + df["peak_client_time_wait"]
+    df["server_time_wait_pct"] = (df["peak_server_time_wait"] / tw * 100).where(tw > 0)
     df = pd.concat([df, projection(df["churn_per_s"], port_range)], axis=1)
     df["port_range"] = port_range
     return df[list(SUMMARY_COLUMNS)].sort_values("start", kind="stable").reset_index(drop=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from keepalive_lab.peers import PEERS
 from keepalive_lab.target import MODE_HELP, ModeError, parse_mode
 
 
@@ -188,6 +189,14 @@ OPTIONS: tuple[Option, ...] = (
         parse=_target_mode,
     ),
     Option(
+        "--peer",
+        "peer",
+        "server started when no --host is given: embedded (the suite's target), http.server "
+        "(python3 -m http.server, HTTP/1.0), nginx-keepalive, nginx-close (keepalive_timeout 0), "
+        "nginx-low-requests (keepalive_requests 3)",
+        choices=PEERS,
+    ),
+    Option(
         "--target-delay-ms",
         "target_delay_ms",
         "embedded target only: wait before each response",
@@ -238,6 +247,7 @@ class ScenarioConfig:
     think_time_s: float = 0.0
     requests_per_user: int = 0
     target_mode: str = "keepalive"
+    peer: str = "embedded"
     target_delay_ms: int = 0
     target_body_bytes: int = 11
     sample_interval_s: float = 0.25

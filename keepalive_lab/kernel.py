@@ -43,6 +43,17 @@ def tw_reuse() -> int | None:
     return int(text) if text else None
 
 
+def listening(port: int) -> bool:
+    """True when a TCP socket of this namespace listens on ``port`` (read from /proc, no connection made)."""
+    needle = f":{port:04X} "
+    for name in ("tcp", "tcp6"):
+        for line in (_read(PROC_NET / name) or "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A" and (fields[1] + " ").endswith(needle):
+                return True
+    return False
+
+
 def interfaces() -> list[str]:
     """Network interfaces of this namespace, from /proc/net/dev."""
     text = _read(PROC_NET / "dev") or ""

@@ -44,6 +44,7 @@ from typing import Any
 
 from keepalive_lab.config import OPTIONS, ConfigError
 from keepalive_lab.files import write_atomic, write_json_atomic
+from keepalive_lab.peers import nginx_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_KEYS = {
@@ -58,11 +59,16 @@ SCENARIO_KEYS = {
     "rules",
     "description",
     "isolated",
+    "requires",
 }
 DEFAULT_KEYS = {"timeout_s", "options", "spawn_rate", "isolated"}
 RESERVED_OPTIONS = {"run-dir": "the matrix sets it", "scenario": "the matrix sets it from name"}
 OPTION_BY_FLAG = {o.flag.lstrip("-"): o for o in OPTIONS}
 DEFAULT_TIMEOUT_S = 120.0
+# What a scenario may require: a check, and how to get it.
+REQUIREMENTS = {
+    "nginx": (lambda: nginx_path() is not None, "Debian's nginx-light (make tools installs it as root)"),
+}
 GRACE_S = 15.0  # after SIGTERM at the time bound, before SIGKILL
 
 
@@ -87,6 +93,11 @@ class Scenario:
     isolated: bool = True
     options: dict[str, str] = field(default_factory=dict)
     rules: dict[str, str] = field(default_factory=dict)
+    requires: list[str] = field(default_factory=list)
+
+    def missing(self) -> list[str]:
+        """The required tools this machine lacks."""
+        return [tool for tool in self.requires if not REQUIREMENTS[tool][0]()]
 
     def locust_args(self, run_dir: Path) -> list[str]:
         args = [
@@ -226,6 +237,11 @@ def parse_matrix(text: str, source: str, base: Path = ROOT) -> list[Scenario]:
                 checked_value = _number(where, key, value, problems, minimum, whole)
                 if checked_value is not None:
                     setattr(sc, key, checked_value)
+        requires = entry.get("requires", [])
+        if not isinstance(requires, list) or any(r not in REQUIREMENTS for r in requires):
+            problems.append(f"{where}: requires = {requires!r} is not valid; use a list of: {', '.join(REQUIREMENTS)}")
+        else:
+            sc.requires = requires
         isolated = entry.get("isolated", defaults.get("isolated", True))
         if not isinstance(isolated, bool):
             problems.append(f"{where}: isolated = {isolated!r} is not valid; use true or false")
@@ -375,6 +391,12 @@ def run_matrix(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
     t0 = time.monotonic()
     for i, sc in enumerate(scenarios, 1):
         print(f"[{i}/{len(scenarios)}] {sc.name:<34}", end="", flush=True)
+        missing = sc.missing()
+        if missing:
+            why = "; ".join(f"needs {REQUIREMENTS[m][1]}" for m in missing)
+            outcomes.append(Outcome(sc, None, "skipped", 0.0, note=why))
+            print(f"{'':>18}  skipped      {why}", flush=True)
+            continue
         outcome = runner.run(sc)
         outcomes.append(outcome)
         conns = "" if outcome.connections is None else f"{outcome.connections:,} connections"
@@ -401,7 +423,7 @@ def run_matrix(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
     print_summary(outcomes, out)
     if args.check and not runner.interrupted:
         rules = run_dir / "rules.toml"
-        write_rules([o.scenario for o in outcomes], rules)
+        write_rules([o.scenario for o in outcomes if o.status != "skipped"], rules)
         cmd = [sys.executable, "-m", "analysis", "check", *map(str, folders), "--rules", str(rules)]
         if args.junit:
             cmd += ["--junit", str(args.junit)]
@@ -410,6 +432,9 @@ def run_matrix(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
         failed = [o.scenario.name for o in outcomes if o.status == "failed"]
         if failed:
             print(f"failed runs: {', '.join(failed)}")
+        skipped = [o.scenario.name for o in outcomes if o.status == "skipped"]
+        if skipped:
+            print(f"skipped, their rules not checked: {', '.join(skipped)}")
         return gate.returncode or (1 if failed else 0)
     return code
 

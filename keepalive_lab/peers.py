@@ -1,48 +1,49 @@
-"""Real servers the suite starts on loopback: nginx (Debian's ``nginx-light``).
+"""Real servers the suite starts on loopback, as children of the caller: nginx and python's http.server.
 
-:class:`NginxProcess` writes a one-server config into a private folder and runs nginx in the
-foreground as a child of the caller, bound to 127.0.0.1 only. The config's keep-alive settings
-are what the seed experiments vary: ``keepalive_timeout 0`` makes nginx close every connection.
+``PEERS`` names what ``--peer`` can choose:
+
+``embedded``
+    the suite's own target (see :mod:`keepalive_lab.target`), in ``--target-mode``.
+``http.server``
+    ``python3 -m http.server`` serving a small ``index.html``: it answers HTTP/1.0 and closes
+    every connection.
+``nginx-keepalive``, ``nginx-close``, ``nginx-low-requests``
+    Debian's ``nginx-light`` with ``keepalive_lab/nginx.conf``: keep-alive on;
+    ``keepalive_timeout 0`` (closes every connection); ``keepalive_requests 3``.
+
+Each binds 127.0.0.1 only and dies with its parent.
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
+import string
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from keepalive_lab import kernel
 from keepalive_lab.procs import die_with_parent
 
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp;
-    proxy_temp_path {prefix}/tmp;
-    fastcgi_temp_path {prefix}/tmp;
-    uwsgi_temp_path {prefix}/tmp;
-    scgi_temp_path {prefix}/tmp;
-    keepalive_timeout {keepalive_timeout};
-    keepalive_requests {keepalive_requests};
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{ default_type text/plain; return 200 "Hello world"; }}
-    }}
-}}
-"""
+NGINX_CONF = Path(__file__).with_name("nginx.conf")
+NGINX_SERVERS = {"nginx-keepalive": "port_keepalive", "nginx-close": "port_close",
+                 "nginx-low-requests": "port_low_requests"}  # fmt: skip
+PEERS = ("embedded", "http.server", *NGINX_SERVERS)
+PEER_NOTES = {
+    "http.server": "HTTP/1.0: closes every connection",
+    "nginx-keepalive": "nginx, keep-alive on",
+    "nginx-close": "nginx keepalive_timeout 0: closes every connection",
+    "nginx-low-requests": "nginx keepalive_requests 3: closes after 3 requests",
+}
+BODY = b"Hello world"
 
 
 def nginx_path() -> str | None:
     """The nginx binary, or None when Debian's ``nginx-light`` is not installed."""
-    return shutil.which("nginx") or (str(Path("/usr/sbin/nginx")) if Path("/usr/sbin/nginx").exists() else None)
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
 def free_port() -> int:
@@ -52,48 +53,24 @@ def free_port() -> int:
 
 
 def wait_listening(port: int, timeout_s: float = 10.0) -> None:
+    """Wait for a listener on ``port``; it looks in /proc rather than connecting, since a probe
+    connection would leave a TIME_WAIT on the very port the sidecar watches."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        if kernel.listening(port):
             return
-        except OSError:
-            time.sleep(0.05)
+        time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
-class NginxProcess:
-    """nginx on 127.0.0.1 with the given keep-alive settings; ``.url``; ``stop()`` ends it."""
+class _Child:
+    """A server child process with a private folder; ``stop()`` ends it and removes the folder."""
 
-    def __init__(self, keepalive_timeout: str = "75s", keepalive_requests: int = 1000000) -> None:
-        binary = nginx_path()
-        if binary is None:
-            raise RuntimeError("nginx is not installed; install Debian's nginx-light (apt-get install nginx-light)")
-        self.prefix = Path(tempfile.mkdtemp(prefix="keepalive-lab-nginx-"))
-        (self.prefix / "tmp").mkdir()
-        self.port = free_port()
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(
-                prefix=self.prefix,
-                port=self.port,
-                keepalive_timeout=keepalive_timeout,
-                keepalive_requests=keepalive_requests,
-            )
-        )
-        self.proc = subprocess.Popen(
-            [binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,
-        )
-        try:
-            wait_listening(self.port)
-        except RuntimeError:
-            self.stop()
-            raise
-        self.url = f"http://127.0.0.1:{self.port}"
+    proc: subprocess.Popen
+    prefix: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -103,12 +80,82 @@ class NginxProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
         shutil.rmtree(self.prefix, ignore_errors=True)
 
-    def __enter__(self) -> NginxProcess:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class NginxProcess(_Child):
+    """nginx with the repo's three servers; ``url_for(peer)`` gives each one's URL."""
+
+    def __init__(self) -> None:
+        binary = nginx_path()
+        if binary is None:
+            raise RuntimeError("nginx is not installed; install Debian's nginx-light (apt-get install nginx-light)")
+        self.prefix = Path(tempfile.mkdtemp(prefix="keepalive-lab-nginx-"))
+        (self.prefix / "tmp").mkdir()
+        self.ports = {peer: free_port() for peer in NGINX_SERVERS}
+        fill = {NGINX_SERVERS[p]: port for p, port in self.ports.items()}
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(string.Template(NGINX_CONF.read_text()).substitute(prefix=self.prefix, **fill))
+        self.proc = subprocess.Popen(
+            [binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent,
+        )  # fmt: skip
+        try:
+            for port in self.ports.values():
+                wait_listening(port)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def url_for(self, peer: str = "nginx-keepalive") -> str:
+        return f"http://127.0.0.1:{self.ports[peer]}"
+
+    @property
+    def url(self) -> str:
+        return self.url_for("nginx-keepalive")
+
+
+class HttpServerProcess(_Child):
+    """``python3 -m http.server`` on 127.0.0.1 serving an ``index.html`` of "Hello world"."""
+
+    def __init__(self) -> None:
+        self.prefix = Path(tempfile.mkdtemp(prefix="keepalive-lab-http-server-"))
+        (self.prefix / "index.html").write_bytes(BODY)
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1", "--directory",
+             str(self.prefix)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )  # fmt: skip
+        try:
+            wait_listening(self.port)
+        except RuntimeError:
+            self.stop()
+            raise
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
+class PeerProcess:
+    """One chosen real peer: ``.url``, ``.alive()``, ``.stop()``."""
+
+    def __init__(self, peer: str) -> None:
+        if peer not in PEERS or peer == "embedded":
+            raise ValueError(f"unknown peer {peer!r}")
+        self.name = peer
+        self.server: _Child = HttpServerProcess() if peer == "http.server" else NginxProcess()
+        self.url = self.server.url if peer == "http.server" else self.server.url_for(peer)  # type: ignore[attr-defined]
+
+    def alive(self) -> bool:
+        return self.server.alive()
+
+    def stop(self) -> None:
+        self.server.stop()

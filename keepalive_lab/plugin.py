@@ -40,6 +40,7 @@ import gevent.event
 from keepalive_lab import kernel, runfolder
 from keepalive_lab.config import OPTIONS, ConfigError, ScenarioConfig, default_for, resolve
 from keepalive_lab.files import write_atomic, write_json_atomic
+from keepalive_lab.peers import PEER_NOTES, PeerProcess
 from keepalive_lab.pools import ConnectionCounts, close_pool, fasthttp_client_pool, requests_pool_manager
 from keepalive_lab.sidecar import SidecarProcess
 from keepalive_lab.target import TargetProcess
@@ -196,8 +197,11 @@ class Run:
                 # The test goes on without it; finish() records why it stopped.
                 self.sidecar_failed = True
                 log.warning("the socket sidecar stopped during the test; the test goes on without it")
+            peer = self.lab.peer
             if target is not None and not target.alive():
                 self.failed_reason = f"the embedded target died during the test (exit code {target.proc.returncode})"
+            elif peer is not None and not peer.alive():
+                self.failed_reason = f"the {peer.name} peer died during the test"
             elif locust_log.unhandled_greenlet_exception:
                 self.failed_reason = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
             else:
@@ -207,7 +211,9 @@ class Run:
             return
 
     def _target_info(self) -> dict[str, Any]:
-        target = self.lab.target
+        target, peer = self.lab.target, self.lab.peer
+        if peer is not None and self.lab.environment.host == peer.url:
+            return {"embedded": False, "peer": peer.name, "peer_note": PEER_NOTES[peer.name], "url": peer.url}
         if target is None:
             return {"embedded": False, "url": self.lab.environment.host}
         return {"embedded": True, "url": target.url, "mode": str(target.mode), **target.settings}
@@ -335,12 +341,14 @@ class Lab:
         self.environment = environment
         self.configs: dict[type, ScenarioConfig] = {}
         self.target: TargetProcess | None = None
+        self.peer: PeerProcess | None = None
         self.run: Run | None = None
         self.counts = ConnectionCounts()
         self.worker_counts: dict[str, dict[str, Any]] = {}
         self.shared_pools: dict[type, Any] = {}
         self.all_spawned = gevent.event.Event()
         self.users_done = 0
+        self.users_started = 0
 
     # -- roles -------------------------------------------------------------------------------
     @property
@@ -394,6 +402,19 @@ class Lab:
         return ConnectionCounts.total(parts)
 
     # -- finishing on --requests-per-user ----------------------------------------------------
+    def admit_user(self, budgeted: bool) -> bool:
+        """False for a user that only replaces one that spent its --requests-per-user budget.
+
+        While it ramps up, Locust spawns a new user for each one that has stopped, so without
+        this a short budget would be spent again, and a run would make more requests than
+        users x budget.
+        """
+        runner = self.environment.runner
+        self.users_started += 1
+        if not budgeted or isinstance(runner, WorkerRunner) or runner is None:
+            return True
+        return self.users_started <= runner.target_user_count
+
     def user_finished(self) -> None:
         runner = self.environment.runner
         if isinstance(runner, WorkerRunner):
@@ -424,6 +445,7 @@ class Lab:
         if self.runs_users:
             self.counts = ConnectionCounts()
             self.users_done = 0
+            self.users_started = 0
             self.all_spawned.clear()
             self.close_shared_pools()
         self.worker_counts.clear()
@@ -434,7 +456,7 @@ class Lab:
             gevent.spawn(self.environment.runner.stop)
             return
         if self.writes_runs and configs:
-            self.restart_target_if_changed(next(iter(configs.values())))
+            self.restart_server_if_changed(next(iter(configs.values())))
             self.run = Run(self, configs)
 
     def on_test_stop(self) -> None:
@@ -444,28 +466,39 @@ class Lab:
             run, self.run = self.run, None
             run.finish()
 
-    def start_target(self, cfg: ScenarioConfig | None = None) -> None:
+    def start_server(self, cfg: ScenarioConfig | None = None) -> None:
+        """No --host: start the embedded target, or the real peer that --peer names."""
         cfg = cfg or next(iter(self.configs.values()))
+        if cfg.peer != "embedded":
+            self.peer = PeerProcess(cfg.peer)
+            self.environment.host = self.peer.url
+            log.info("no --host given: %s (%s) at %s", cfg.peer, PEER_NOTES[cfg.peer], self.peer.url)
+            return
         self.target = TargetProcess(
             mode=cfg.target_mode, delay_ms=cfg.target_delay_ms, body_bytes=cfg.target_body_bytes
         )
         self.environment.host = self.target.url
         log.info("no --host given: embedded target (%s) at %s", cfg.target_mode, self.target.url)
 
-    def restart_target_if_changed(self, cfg: ScenarioConfig) -> None:
-        """Apply target settings changed in the web UI: a new embedded target for this test."""
-        target = self.target
-        if target is None or self.environment.host != target.url:
-            return
-        wanted = (cfg.target_mode, {"delay_ms": cfg.target_delay_ms, "body_bytes": cfg.target_body_bytes})
-        if (str(target.mode), target.settings) != wanted:
-            self.stop_target()
-            self.start_target(cfg)
+    def restart_server_if_changed(self, cfg: ScenarioConfig) -> None:
+        """Apply server settings changed in the web UI: a new target or peer for this test."""
+        current = self.target or self.peer
+        if current is None or self.environment.host != current.url:
+            return  # the user gave their own host
+        if self.peer is not None:
+            changed = cfg.peer != self.peer.name
+        else:
+            wanted = (cfg.target_mode, {"delay_ms": cfg.target_delay_ms, "body_bytes": cfg.target_body_bytes})
+            changed = cfg.peer != "embedded" or (str(self.target.mode), self.target.settings) != wanted
+        if changed:
+            self.stop_server()
+            self.start_server(cfg)
 
-    def stop_target(self) -> None:
-        if self.target is not None:
-            self.target.stop()
-            self.target = None
+    def stop_server(self) -> None:
+        for server in (self.target, self.peer):
+            if server is not None:
+                server.stop()
+        self.target = self.peer = None
 
 
 def lab_of(environment: Any) -> Lab:
@@ -492,19 +525,20 @@ def on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) 
     if isinstance(runner, MasterRunner):
         runner.register_message(MSG_USER_DONE, lambda msg, **kw: lab._count_done(int(msg.data["count"])))
     if lab.writes_runs and not environment.host and all(getattr(c, "host", None) is None for c in classes):
-        lab.start_target()
+        lab.start_server()
     if web_ui is not None:
         _validate_web_ui_form(web_ui, lab)
 
 
 def _apply_default_users(options: Any, classes: list[type]) -> None:
-    """Without ``-u``, run the scenario's ``default_users``; goroutine-style users spawn within 1 s."""
+    """Without ``-u``, run the scenario's ``default_users``; without ``-r``, such scenarios (and
+    goroutine-style ones) spawn all their users within 1 s."""
     if options is None:
         return
     wanted = [c.default_users for c in classes if getattr(c, "default_users", None)]
     if wanted and getattr(options, "num_users", None) is None:
         options.num_users = sum(wanted)
-    together = any(getattr(c, "start_together", False) for c in classes)
+    together = any(getattr(c, "start_together", False) or getattr(c, "default_users", None) for c in classes)
     if together and options.num_users and getattr(options, "spawn_rate", None) is None:
         options.spawn_rate = float(options.num_users)
 
@@ -579,4 +613,4 @@ def on_quitting(environment: Any, **_: Any) -> None:
 @events.quit.add_listener
 def on_quit(**_: Any) -> None:
     for lab in _LABS:
-        lab.stop_target()
+        lab.stop_server()

@@ -59,6 +59,8 @@ class LabUser(User):
     """Requests each user makes before it stops; 0 means no limit."""
     target_mode: ClassVar[str] = "keepalive"
     """Mode of the embedded target, used when no ``--host`` is given."""
+    peer: ClassVar[str] = "embedded"
+    """Server started when no --host is given: ``embedded`` or a real peer (see keepalive_lab.peers)."""
     target_delay_ms: ClassVar[int] = 0
     """Embedded target: delay before each response."""
     target_body_bytes: ClassVar[int] = 11
@@ -100,6 +102,8 @@ class LabUser(User):
         return self.config.think_time_s
 
     def on_start(self) -> None:
+        if not self.lab.admit_user(budgeted=self.config.requests_per_user > 0):
+            raise StopUser()
         if self.config.start_together:
             self.lab.all_spawned.wait(timeout=START_TOGETHER_TIMEOUT_S)
 
