@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools test demo perf report bench lint clean
+.PHONY: install tools test demo perf lab report bench lint clean
 
 install: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 test: install tools
 	$(PY) -m pytest -q tests
+
+# Real port exhaustion in private network namespaces (root), projection against observation.
+lab: install
+	$(PY) -m keepalive_lab.matrix matrices/lab.toml --check
 
 report: install
 	$(PY) -m analysis report

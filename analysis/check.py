@@ -8,6 +8,7 @@ A rules file is TOML, one table per scenario, one bound per metric::
 
     [scenarios."concurrent-*"]          # a glob over scenario names
     connections_per_request = "<= 0.5"
+    connections_opened = [">= 10", "<= 60"]   # several bounds on one metric
 
 Operators: ``==``, ``!=``, ``<=``, ``<``, ``>=``, ``>``. Metrics are the columns of
 ``summary.csv``. Each rule is checked against the newest run of each scenario it matches.
@@ -73,8 +74,13 @@ def parse_rules(text: str, source: str = "rules") -> list[Rule]:
         if not isinstance(bounds, dict):
             raise RulesError(f'{source}: scenarios.{scenario} must be a table of metric = "OP VALUE"')
         for metric, bound in bounds.items():
-            rules.append(parse_rule(scenario, metric, bound, source))
+            rules.extend(parse_rule(scenario, metric, b, source) for b in as_bounds(bound))
     return rules
+
+
+def as_bounds(bound: object) -> list[object]:
+    """A rule's bound, or a list of bounds that must all hold (``[">= 450", "<= 500"]``)."""
+    return list(bound) if isinstance(bound, list) and bound else [bound]
 
 
 def parse_rule(scenario: str, metric: str, bound: object, source: str = "rules") -> Rule:

@@ -37,6 +37,10 @@ def _plural(value: float, noun: str) -> str:
     return f"{_n(value)} {noun}{'' if round(value) == 1 else 's'}"
 
 
+def _secs(value: float) -> str:
+    return f"{value:.2f} s" if value < 10 else f"{value:,.0f} s"
+
+
 def _per_request(cpr: float) -> str:
     return "1 connection per request" if round(cpr, 2) == 1 else f"{cpr:.2f} connections per request"
 
@@ -91,6 +95,22 @@ def verdict(row: pd.Series, run: dict[str, Any] | None = None) -> str:
         return f"{_n(requests)} requests; connections not counted (no target, pool or isolated kernel count)"
     stale = stale_keepalive(run)
     cause = server_close_cause(run, row)
+    observed = row.get("observed_seconds_to_exhaustion")
+    if observed is not None and not pd.isna(observed):
+        text = (
+            f"ran out of ephemeral ports after {_secs(observed)} and "
+            f"{_plural(row['connections_before_exhaustion'], 'connection')}: the {_n(row['port_range'])}-port range"
+        )
+        projected = row.get("seconds_to_exhaustion")
+        if projected is not None and not pd.isna(projected):
+            text += (
+                f" (projected {_secs(projected)} at {_n(row['churn_per_s'])} new connections/s, "
+                f"{row['projection_error_pct']:.0f}% apart)"
+            )
+        text += f"; then {_plural(row['addr_not_available_errors'], 'connect')} failed with errno 99"
+        if row.get("status", "completed") != "completed":
+            text = f"[{row['status']}] " + text
+        return text
     if stale:
         idle, think = stale
         errors = row.get("connection_errors", 0)
@@ -109,7 +129,7 @@ def verdict(row: pd.Series, run: dict[str, Any] | None = None) -> str:
         text = f"opens {cpr:.2f} connections per request"
         secs, pct, rng = row["seconds_to_exhaustion"], row["projected_port_use_pct"], row["port_range"]
         if not pd.isna(secs):
-            text += f": at this rate the {_n(rng)}-port range runs out in {_n(secs)} s"
+            text += f": at this rate the {_n(rng)}-port range runs out in {_secs(secs)}"
         elif not pd.isna(pct):
             text += f": at this rate it holds {pct:.1f}% of the {_n(rng)}-port range in TIME_WAIT"
     if row.get("addr_not_available_errors", 0):
@@ -135,6 +155,14 @@ def why(run: dict[str, Any], row: pd.Series) -> str:
         reasons.append(
             f"{_n(discarded)} connections came back to a full pool of {settings.get('pool_size')} "
             f"(more busy users than pool slots) and were closed"
+        )
+    reuse = run.get("tcp_tw_reuse")
+    loopback = _text(run.get("host")).startswith(("http://127.", "http://localhost", "http://[::1]"))
+    if row["connections_per_request"] > REUSE_MAX and (reuse == 1 or (reuse == 2 and loopback)):
+        reasons.append(
+            f"tcp_tw_reuse={reuse} lets connect() take a port whose TIME_WAIT is over 1 s old, so the range "
+            f"runs out only when churn exceeds {_n(row['port_range'])} new connections/s; the projection assumes "
+            "no reuse"
         )
     side = time_wait_side(row["peak_client_time_wait"], row["peak_server_time_wait"])
     if reasons and side != "none":

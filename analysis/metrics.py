@@ -8,7 +8,8 @@ Definitions (see :data:`SUMMARY_COLUMNS`):
 ``connections_per_request``
     ``connections_opened / requests``; reuse is 1 minus it.
 ``churn_per_s``
-    connections opened per second of the run.
+    connections opened per second of the run; in a run that ran out of ports, per second before
+    the first errno 99, measured by the kernel (the sidecar's ``active_opens``) when it can be.
 ``peak_client_time_wait``, ``peak_server_time_wait``, ``peak_ports_in_use``
     peaks over the sidecar's samples.
 ``peak_port_use_pct``
@@ -23,6 +24,11 @@ Definitions (see :data:`SUMMARY_COLUMNS`):
     peaks: who closes first holds them (100: the server closes; 0: the client does).
 ``addr_not_available_errors``
     failures with errno 99 (EADDRNOTAVAIL, "Cannot assign requested address").
+``observed_seconds_to_exhaustion``, ``connections_before_exhaustion``
+    when the client ran out of ports: seconds from its first connection to its first errno 99,
+    and the connections it had opened by then.
+``projection_error_pct``
+    ``100 * |seconds_to_exhaustion - observed| / observed``: how well the projection held.
 ``connection_errors``
     failures from a connection the server had closed: RemoteDisconnected, ConnectionResetError,
     BrokenPipeError, connection aborted (a stale keep-alive connection was reused).
@@ -58,6 +64,9 @@ SUMMARY_COLUMNS = (
     "server_time_wait_pct",
     "addr_not_available_errors",
     "connection_errors",
+    "observed_seconds_to_exhaustion",
+    "connections_before_exhaustion",
+    "projection_error_pct",
     "duration_s",
     "start",
 )
@@ -105,6 +114,37 @@ def failures_matching(failures: pd.DataFrame, pattern: str, column: str) -> pd.D
     return occ.groupby(failures["run_id"]).sum().rename(column).reset_index()
 
 
+def exhaustion(runs: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """Per run that hit errno 99: when, after how many connections, and the churn before it."""
+    rows = []
+    for run in runs.itertuples():
+        t0, t99 = run.first_connect_ts, run.first_addr_not_available_ts
+        if t0 is None or t99 is None or pd.isna(t0) or pd.isna(t99):
+            continue
+        observed = t99 - t0
+        churn = kernel_rate(samples[samples["run_id"] == run.run_id], t99) if len(samples) else None
+        if churn is None and observed > 0:
+            churn = (run.opened_before_addr_not_available or 0) / observed
+        rows.append((run.run_id, observed, run.opened_before_addr_not_available, churn))
+    return pd.DataFrame(
+        rows, columns=["run_id", "observed_seconds_to_exhaustion", "connections_before_exhaustion", "churn_before_s"]
+    )
+
+
+def kernel_rate(samples: pd.DataFrame, until_ts: float) -> float | None:
+    """Connections opened per second by the kernel's count (ActiveOpens), from the first sample
+    that shows load to the last sample before ``until_ts``; None with fewer than two such samples."""
+    s = samples[samples["ts"] <= until_ts].sort_values("ts")
+    if len(s) < 2:
+        return None
+    moving = s[s["active_opens"] > s["active_opens"].iloc[0]]
+    start = s.iloc[max(0, s.index.get_loc(moving.index[0]) - 1)] if len(moving) else None
+    end = s.iloc[-1]
+    if start is None or end["ts"] <= start["ts"] or end["active_opens"] <= start["active_opens"]:
+        return None
+    return float((end["active_opens"] - start["active_opens"]) / (end["ts"] - start["ts"]))
+
+
 def projection(churn_per_s: pd.Series, port_range: pd.Series) -> pd.DataFrame:
     """Steady-state port use with no TIME_WAIT reuse, and the seconds until the range runs out."""
     pct = churn_per_s * TIME_WAIT_S / port_range * 100
@@ -128,9 +168,14 @@ def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, fa
     port_range = pd.to_numeric(df["port_range"], errors="coerce")
     df["connections_per_request"] = (df["connections_opened"] / requests).where(requests > 0)
     df["churn_per_s"] = (df["connections_opened"] / duration).where(duration > 0)
+    ex = exhaustion(runs, samples)
+    df = df.merge(ex, on="run_id", how="left")
+    df["churn_per_s"] = df["churn_before_s"].fillna(df["churn_per_s"])
     df["peak_port_use_pct"] = df["peak_ports_in_use"] / port_range * 100
     tw = df["peak_server_time_wait"] + df["peak_client_time_wait"]
     df["server_time_wait_pct"] = (df["peak_server_time_wait"] / tw * 100).where(tw > 0)
     df = pd.concat([df, projection(df["churn_per_s"], port_range)], axis=1)
+    observed = df["observed_seconds_to_exhaustion"]
+    df["projection_error_pct"] = ((df["seconds_to_exhaustion"] - observed).abs() / observed * 100).where(observed > 0)
     df["port_range"] = port_range
     return df[list(SUMMARY_COLUMNS)].sort_values("start", kind="stable").reset_index(drop=True)

@@ -67,7 +67,7 @@ def _fig_html(fig: go.Figure, div_id: str) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, config=_CONFIG, div_id=div_id)
 
 
-def timeline_chart(samples: pd.DataFrame, port_range: float, div_id: str) -> str:
+def timeline_chart(samples: pd.DataFrame, port_range: float, div_id: str, errno99_ts: float | None = None) -> str:
     """TIME_WAIT (client, server), ESTABLISHED, and ports in use against the range, over time."""
     if samples.empty:
         return '<p class="muted">No socket samples (the sidecar was off or failed).</p>'
@@ -94,6 +94,13 @@ def timeline_chart(samples: pd.DataFrame, port_range: float, div_id: str) -> str
             ),
             row=1,
             col=2,
+        )
+    if errno99_ts is not None and not pd.isna(errno99_ts):
+        at = errno99_ts - samples["ts"].min()
+        for col in (1, 2):
+            fig.add_vline(x=at, line={"color": "red", "width": 1}, row=1, col=col)
+        fig.add_annotation(
+            x=at, y=1, yref="paper", text="first errno 99", showarrow=False, xanchor="left", font={"color": "red"}
         )
     fig.update_xaxes(title_text="seconds")
     # Log scale: a few hundred ports in use stay visible next to a range of 28,232.
@@ -135,7 +142,7 @@ SUMMARY_HEADERS = [
     ("peak ports in use", "peak_ports_in_use", 0),
     ("port range", "port_range", 0),
     ("projected port use %", "projected_port_use_pct", 1),
-    ("range runs out in (s)", "seconds_to_exhaustion", 0),
+    ("range runs out in (s)", "seconds_to_exhaustion", 2),
     ("errno 99", "addr_not_available_errors", 0),
     ("p95 ms", "p95_ms", 0),
 ]
@@ -179,6 +186,31 @@ def summary_table(summary: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def exhaustion_table(summary: pd.DataFrame) -> str:
+    """Runs that ran out of ports: the projection next to what happened."""
+    hit = summary[summary["observed_seconds_to_exhaustion"].notna()]
+    if hit.empty:
+        return ""
+    head = (
+        "<tr><th class='l'>run</th><th>port range</th><th>new connections / s</th>"
+        "<th>projected: runs out in (s)</th><th>observed: first errno 99 after (s)</th><th>apart</th>"
+        "<th>connections before</th><th>errno 99 failures</th></tr>"
+    )
+    rows = "".join(
+        f"<tr><td class='l'><a href='#run-{esc(r['run_id'])}'>{esc(r['run_id'])}</a></td>"
+        f"<td>{fmt(r['port_range'])}</td><td>{fmt(r['churn_per_s'])}</td>"
+        f"<td>{fmt(r['seconds_to_exhaustion'], 2)}</td><td>{fmt(r['observed_seconds_to_exhaustion'], 2)}</td>"
+        f"<td>{fmt(r['projection_error_pct'], 0)}%</td><td>{fmt(r['connections_before_exhaustion'])}</td>"
+        f"<td>{fmt(r['addr_not_available_errors'])}</td></tr>"
+        for _, r in hit.iterrows()
+    )
+    return (
+        "<h2>Port exhaustion: projected and observed</h2><p class='muted'>Projected: port range ÷ the rate at "
+        "which the kernel opened connections before the first errno 99. Observed: from the client's first "
+        f"connection to its first errno 99.</p><table id='exhaustion'>{head}{rows}</table>"
+    )
+
+
 def settings_table(run: dict[str, Any]) -> str:
     settings = dict(run.get("settings") or {})
     extra = {
@@ -208,7 +240,7 @@ def run_section(
         f'<span class="why">{esc(verdict["why"])}</span></p>'
         f"<p>Status: {esc(run['status'])}{reason}. "
         f'<a href="{esc(link)}">Locust report</a> · run folder <code>{esc(run["path"])}</code></p>'
-        f"{timeline_chart(samples, row['port_range'], f'chart-run-{index}')}"
+        f"{timeline_chart(samples, row['port_range'], f'chart-run-{index}', run.get('first_addr_not_available_ts'))}"
         f"<details><summary>Settings</summary>{settings_table(run)}</details></section>"
     )
 
@@ -252,6 +284,7 @@ def render_html(
         "client runs out of ports (errno 99) after <b>range runs out in</b> seconds.</p>"
         f"<h2>Verdicts</h2>{verdict_table(summary, verdicts)}"
         f"<h2>Numbers</h2>{summary_table(summary, verdicts)}"
+        f"{exhaustion_table(summary)}"
         f"<h2>Comparison</h2>{comparison_charts(summary) if len(summary) else ''}"
         f"<h2>Each run over time</h2>{sections}{skipped_html}"
     )

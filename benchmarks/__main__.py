@@ -11,6 +11,7 @@ BENCHMARKS = {
     "users": "benchmarks.user_overhead",
     "sidecar": "benchmarks.sidecar_cost",
     "report": "benchmarks.report_build",
+    "churn": "benchmarks.churn_rate",
 }
 
 

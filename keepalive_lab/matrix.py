@@ -44,6 +44,8 @@ from typing import Any
 
 from keepalive_lab.config import OPTIONS, ConfigError
 from keepalive_lab.files import write_atomic, write_json_atomic
+from keepalive_lab.lab import _port_range as lab_port_range
+from keepalive_lab.lab import lab_command, signal_command
 from keepalive_lab.peers import nginx_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +62,7 @@ SCENARIO_KEYS = {
     "description",
     "isolated",
     "requires",
+    "lab",
 }
 DEFAULT_KEYS = {"timeout_s", "options", "spawn_rate", "isolated"}
 RESERVED_OPTIONS = {"run-dir": "the matrix sets it", "scenario": "the matrix sets it from name"}
@@ -68,6 +71,7 @@ DEFAULT_TIMEOUT_S = 120.0
 # What a scenario may require: a check, and how to get it.
 REQUIREMENTS = {
     "nginx": (lambda: nginx_path() is not None, "Debian's nginx-light (make tools installs it as root)"),
+    "root": (lambda: os.geteuid() == 0, "root, for the lab's private network namespace"),
 }
 GRACE_S = 15.0  # after SIGTERM at the time bound, before SIGKILL
 
@@ -94,6 +98,7 @@ class Scenario:
     options: dict[str, str] = field(default_factory=dict)
     rules: dict[str, str] = field(default_factory=dict)
     requires: list[str] = field(default_factory=list)
+    lab: tuple[tuple[int, int], int] | None = None  # (port range, tcp_tw_reuse): run inside the lab
 
     def missing(self) -> list[str]:
         """The required tools this machine lacks."""
@@ -140,7 +145,7 @@ def _number(where: str, key: str, value: Any, problems: list[str], minimum: floa
 
 def parse_matrix(text: str, source: str, base: Path = ROOT) -> list[Scenario]:
     """Parse and check a matrix file; raise :class:`MatrixError` listing every problem."""
-    from analysis.check import RulesError, parse_rule
+    from analysis.check import RulesError, as_bounds, parse_rule
 
     try:
         data = tomllib.loads(text)
@@ -214,10 +219,11 @@ def parse_matrix(text: str, source: str, base: Path = ROOT) -> list[Scenario]:
             problems.append(f'{where}: rules must be a table of metric = "OP VALUE"')
             rules = {}
         for metric, bound in rules.items():
-            try:
-                parse_rule(name, metric, bound, source)
-            except RulesError as e:
-                problems.append(str(e))
+            for b in as_bounds(bound):
+                try:
+                    parse_rule(name, metric, b, source)
+                except RulesError as e:
+                    problems.append(str(e))
         sc = Scenario(
             name=name,
             locustfile=path or Path("?"),
@@ -237,11 +243,27 @@ def parse_matrix(text: str, source: str, base: Path = ROOT) -> list[Scenario]:
                 checked_value = _number(where, key, value, problems, minimum, whole)
                 if checked_value is not None:
                     setattr(sc, key, checked_value)
+        lab = entry.get("lab")
+        if lab is not None:
+            if not isinstance(lab, dict) or set(lab) - {"port_range", "tw_reuse"}:
+                problems.append(f'{where}: lab must be a table with port_range = "LO-HI" and tw_reuse = 0|1|2')
+            else:
+                try:
+                    bounds = lab_port_range(str(lab.get("port_range", "40000-40999")))
+                except argparse.ArgumentTypeError as e:
+                    problems.append(f"{where}: lab.port_range {e}")
+                    bounds = None
+                tw_reuse = lab.get("tw_reuse", 0)
+                if tw_reuse not in (0, 1, 2) or isinstance(tw_reuse, bool):
+                    problems.append(f"{where}: lab.tw_reuse = {tw_reuse!r} is not valid; use 0, 1 or 2")
+                elif bounds is not None:
+                    sc.lab = (bounds, tw_reuse)
+                    sc.requires = ["root"]
         requires = entry.get("requires", [])
         if not isinstance(requires, list) or any(r not in REQUIREMENTS for r in requires):
             problems.append(f"{where}: requires = {requires!r} is not valid; use a list of: {', '.join(REQUIREMENTS)}")
         else:
-            sc.requires = requires
+            sc.requires = sorted({*sc.requires, *requires})
         isolated = entry.get("isolated", defaults.get("isolated", True))
         if not isinstance(isolated, bool):
             problems.append(f"{where}: isolated = {isolated!r} is not valid; use true or false")
@@ -308,7 +330,9 @@ class Runner:
     def run(self, sc: Scenario) -> Outcome:
         scenario_dir = self.run_dir / sc.name
         cmd = sc.locust_args(scenario_dir)
-        if self.isolate and sc.isolated:
+        if sc.lab is not None:
+            cmd = lab_command(cmd, *sc.lab)
+        elif self.isolate and sc.isolated:
             cmd = in_namespace(cmd)
         t0 = time.monotonic()
         log = scenario_dir.with_suffix(".log")
@@ -361,7 +385,7 @@ class Runner:
         proc = self.current
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGINT)
+        signal_command(proc, signal.SIGINT)
         try:
             proc.wait(timeout=GRACE_S)
         except subprocess.TimeoutExpired:
@@ -375,7 +399,7 @@ def write_rules(scenarios: list[Scenario], path: Path) -> None:
     for sc in scenarios:
         if sc.rules:
             lines.append(f'[scenarios."{sc.name}"]')
-            lines += [f'{metric} = "{bound}"' for metric, bound in sc.rules.items()]
+            lines += [f"{metric} = {json.dumps(bound)}" for metric, bound in sc.rules.items()]
             lines.append("")
     write_atomic(path, "\n".join(lines))
 
@@ -457,6 +481,34 @@ def print_summary(outcomes: list[Outcome], out: Path) -> None:
             f"{r['connections_per_request']:>10.2f}{r['peak_client_time_wait']:>11,.0f}"
             f"{r['peak_server_time_wait']:>11,.0f}  {o.scenario.expect}"
         )
+    lab = [
+        o
+        for o in outcomes
+        if o.folder is not None
+        and o.folder.name in summary.index
+        and not pd.isna(summary.loc[o.folder.name, "observed_seconds_to_exhaustion"])
+    ]
+    if any(o.scenario.lab for o in outcomes if o.folder is not None):
+        print(
+            f"\n{'lab scenario':<34}{'ports':>7}{'tw_reuse':>9}{'conn/s':>8}{'errno 99':>10}"
+            f"{'projected s':>13}{'observed s':>12}{'apart':>7}"
+        )
+        for o in outcomes:
+            if o.scenario.lab is None or o.folder is None or o.folder.name not in summary.index:
+                continue
+            r = summary.loc[o.folder.name]
+            (lo, hi), reuse = o.scenario.lab
+            hit = o in lab
+            churns = r["connections_per_request"] > 0.1
+            proj = (
+                f"{r['seconds_to_exhaustion']:.2f}" if churns and not pd.isna(r["seconds_to_exhaustion"]) else "never"
+            )
+            obs = f"{r['observed_seconds_to_exhaustion']:.2f}" if hit else "none"
+            apart = f"{r['projection_error_pct']:.0f}%" if hit and not pd.isna(r["projection_error_pct"]) else ""
+            print(
+                f"{o.scenario.name:<34}{hi - lo + 1:>7,}{reuse:>9}{r['churn_per_s']:>8,.0f}"
+                f"{r['addr_not_available_errors']:>10,.0f}{proj:>13}{obs:>12}{apart:>7}"
+            )
     print(f"\nReport: {out / 'index.html'}")
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from keepalive_lab import kernel
-from keepalive_lab.procs import die_with_parent
+from keepalive_lab.procs import managed_child
 
 NGINX_CONF = Path(__file__).with_name("nginx.conf")
 NGINX_SERVERS = {"nginx-keepalive": "port_keepalive", "nginx-close": "port_close",
@@ -107,7 +107,8 @@ class NginxProcess(_Child):
         conf.write_text(string.Template(NGINX_CONF.read_text()).substitute(prefix=self.prefix, **fill))
         self.proc = subprocess.Popen(
             [binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=managed_child,
+            start_new_session=True,  # nginx sets its own SIGINT handler: keep a terminal's Ctrl-C away
         )  # fmt: skip
         try:
             for port in self.ports.values():
@@ -134,7 +135,7 @@ class HttpServerProcess(_Child):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1", "--directory",
              str(self.prefix)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=managed_child,
         )  # fmt: skip
         try:
             wait_listening(self.port)

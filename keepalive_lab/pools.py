@@ -21,12 +21,16 @@ requests (urllib3)
 fasthttp (geventhttpclient)
     ``HTTPClientPool(concurrency)``: a semaphore of ``concurrency`` slots per host. It never opens
     more connections than slots, so it always blocks (Go's ``MaxConnsPerHost``); an unread
-    response keeps its slot.
+    response keeps its slot. It returns a response's connection to the pool as soon as the body
+    has arrived, so ``drain close``/``none`` use :func:`no_reuse` to close it instead.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +55,26 @@ class ConnectionCounts:
     discarded: int = 0
     connect_errors: int = 0
     connect_errors_by_errno: collections.Counter[int] = field(default_factory=collections.Counter)
+    first_connect_ts: float | None = None
+    first_addr_not_available_ts: float | None = None
+    opened_before_addr_not_available: int | None = None
+
+    def record_connect(self) -> None:
+        self.opened += 1
+        if self.first_connect_ts is None:
+            self.first_connect_ts = time.time()
 
     def record_connect_error(self, exc: BaseException) -> None:
         self.connect_errors += 1
         err = exc
         while err is not None and getattr(err, "errno", None) is None:
             err = err.__cause__ or err.__context__
-        self.connect_errors_by_errno[getattr(err, "errno", None) or 0] += 1
+        code = getattr(err, "errno", None) or 0
+        self.connect_errors_by_errno[code] += 1
+        if code == errno.EADDRNOTAVAIL and self.first_addr_not_available_ts is None:
+            # The moment the ephemeral ports ran out, and how many connections it took.
+            self.first_addr_not_available_ts = time.time()
+            self.opened_before_addr_not_available = self.opened
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +83,9 @@ class ConnectionCounts:
             "discarded": self.discarded,
             "connect_errors": self.connect_errors,
             "connect_errors_by_errno": {str(k): v for k, v in sorted(self.connect_errors_by_errno.items())},
+            "first_connect_ts": self.first_connect_ts,
+            "first_addr_not_available_ts": self.first_addr_not_available_ts,
+            "opened_before_addr_not_available": self.opened_before_addr_not_available,
         }
 
     @staticmethod
@@ -78,6 +98,11 @@ class ConnectionCounts:
                 out[name] += int(part.get(name, 0))
             errnos.update({k: int(v) for k, v in part.get("connect_errors_by_errno", {}).items()})
         out["connect_errors_by_errno"] = dict(sorted(errnos.items()))
+        for key in ("first_connect_ts", "first_addr_not_available_ts"):
+            stamps = [p[key] for p in parts if p.get(key) is not None]
+            out[key] = min(stamps) if stamps else None
+        before = [p["opened_before_addr_not_available"] for p in parts if p.get("opened_before_addr_not_available")]
+        out["opened_before_addr_not_available"] = sum(before) if before else None
         return out
 
 
@@ -89,7 +114,7 @@ def _counting_connection(base: type[HTTPConnection], counts: ConnectionCounts) -
             except Exception as exc:
                 counts.record_connect_error(exc)
                 raise
-            counts.opened += 1
+            counts.record_connect()
 
         def close(self) -> None:
             if self.sock is not None:
@@ -150,9 +175,26 @@ class _CountingConnectionPool(ConnectionPool):
         except OSError as exc:
             self.counts.record_connect_error(exc)
             raise
-        self.counts.opened += 1
+        self.counts.record_connect()
         sock.counts = self.counts
         return sock
+
+    def return_socket(self, sock: Any) -> None:
+        # geventhttpclient hands a response's socket back as soon as the body has arrived, which
+        # for a small body happens while the headers are read: before the user could decide not
+        # to drain. A greenlet marked by no_reuse() gets its sockets closed instead of pooled.
+        if gevent.getcurrent() in _NO_REUSE:
+            self.release_socket(sock)
+        else:
+            super().return_socket(sock)
+
+
+_NO_REUSE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def no_reuse() -> None:
+    """fasthttp: from now on, the calling greenlet's connections are closed, not pooled, after each response."""
+    _NO_REUSE.add(gevent.getcurrent())
 
 
 class CountingHTTPClientPool(HTTPClientPool):

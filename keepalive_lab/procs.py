@@ -20,6 +20,14 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         pass
 
 
+def managed_child() -> None:
+    """``preexec_fn`` for the suite's helpers (target, sidecar, peers): die with the parent, and
+    ignore SIGINT. A terminal's Ctrl-C reaches the whole process group; the helpers must outlive
+    it until Locust has written the run folder, then they stop on SIGTERM (or with Locust)."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def watch_parent(parent_pid: int, on_gone: Callable[[], None], every_s: float = 0.2) -> threading.Thread:
     """Call ``on_gone`` (once, from a daemon thread) when ``parent_pid`` is no longer our parent.
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from keepalive_lab import kernel
-from keepalive_lab.procs import die_with_parent, watch_parent
+from keepalive_lab.procs import die_with_parent, managed_child, watch_parent
 
 METHODS = ("auto", "netlink", "psutil")
 DEFAULT_INTERVAL_S = 0.25
@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         car.stop_event.set()
 
     signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    if not args.parent_pid:  # run by the plugin, it leaves a terminal's Ctrl-C to Locust
+        signal.signal(signal.SIGINT, stop)
     if args.parent_pid:
         watch_parent(args.parent_pid, stop)
     if not command:
@@ -413,7 +414,7 @@ class SidecarProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,
+            preexec_fn=managed_child,
         )
 
     def alive(self) -> bool:

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from keepalive_lab.files import write_json_atomic
-from keepalive_lab.procs import die_with_parent, watch_parent
+from keepalive_lab.procs import managed_child, watch_parent
 
 BIND_HOST = "127.0.0.1"
 _TCP_CORK = getattr(socket, "TCP_CORK", None)
@@ -327,7 +327,9 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any]:
     print(f"http://{BIND_HOST}:{port}", flush=True)
     print(f"control http://{BIND_HOST}:{control_port}{STATS_PATH}", flush=True)
     done = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # Run by the plugin (--parent-pid), a terminal's Ctrl-C is Locust's to handle: the target
+    # stops on SIGTERM once Locust has read its counters.
+    for sig in (signal.SIGTERM,) if args.parent_pid else (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
     if args.parent_pid:
         watch_parent(args.parent_pid, lambda: loop.call_soon_threadsafe(done.set))
@@ -426,7 +428,7 @@ class TargetProcess:
         if self.stats_out:
             cmd += ["--stats-out", str(self.stats_out)]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent
+            cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, preexec_fn=managed_child
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

@@ -27,7 +27,7 @@ import collections
 from typing import Any, ClassVar
 
 from keepalive_lab.plugin import lab_of, register_user_class
-from keepalive_lab.pools import close_pool
+from keepalive_lab.pools import close_pool, no_reuse
 
 HELD_RESPONSES = 100
 # How long a start_together user waits for the others before it starts anyway.
@@ -104,6 +104,8 @@ class LabUser(User):
     def on_start(self) -> None:
         if not self.lab.admit_user(budgeted=self.config.requests_per_user > 0):
             raise StopUser()
+        if self.config.client_type == "fasthttp" and self.config.drain != "full":
+            no_reuse()  # a body that came with the headers is already read: close its connection
         if self.config.start_together:
             self.lab.all_spawned.wait(timeout=START_TOGETHER_TIMEOUT_S)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import time
@@ -120,12 +121,13 @@ def test_ctrl_c_leaves_a_complete_folder_marked_interrupted(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
         cwd=tmp_path,
+        start_new_session=True,  # its own process group, which gets the SIGINT as from a terminal
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (run_dir.exists() and any(run_dir.glob("*/run.json"))):
         time.sleep(0.1)
     time.sleep(1.2)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # the whole group: locust, its target and its sidecar
     out, _ = proc.communicate(timeout=30)
     folder = only_run_folder(run_dir)
     run = json.loads((folder / "run.json").read_text())
