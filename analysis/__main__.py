@@ -20,6 +20,7 @@ from analysis.compare import verdicts
 from analysis.load import Loaded, find_run_dirs, load_runs
 from analysis.metrics import summarize
 from analysis.render import PLOTLY_JS, render_html
+from keepalive_lab.cli import one_line_errors
 from keepalive_lab.files import write_atomic
 
 DEFAULT_RUNS = Path("runs")
@@ -105,16 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rules", type=Path, required=True, help='TOML rules file ([scenarios.NAME] metric = "<= 1")')
     c.add_argument("--junit", type=Path, help="also write JUnit XML here")
     for parser in (p, r, c):
-        parser.error = _one_line(parser)  # type: ignore[method-assign]
+        one_line_errors(parser)
     return p
-
-
-def _one_line(parser: argparse.ArgumentParser):
-    def error(message: str) -> None:
-        sys.stderr.write(f"{parser.prog}: error: {message}\n")
-        sys.exit(2)
-
-    return error
 
 
 def main(argv: list[str] | None = None) -> int:

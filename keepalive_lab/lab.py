@@ -25,6 +25,9 @@ import signal
 import subprocess
 import sys
 
+from keepalive_lab.cli import one_line_errors
+
+PROG = "python -m keepalive_lab.lab"
 DEFAULT_RANGE = (40000, 40999)
 DEFAULT_TW_REUSE = 0
 GRACE_S = 15.0
@@ -41,7 +44,7 @@ def _port_range(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m keepalive_lab.lab",
+        prog=PROG,
         description="Run COMMAND in a private network namespace (loopback up) with a narrow ephemeral "
         "port range and the given tcp_tw_reuse, so port exhaustion (errno 99) is reached in seconds "
         "without touching the host. Needs root. Exits with COMMAND's exit code.",
@@ -66,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def refuse(message: str) -> int:
-    sys.stderr.write(f"python -m keepalive_lab.lab: error: {message}\n")
+    sys.stderr.write(f"{PROG}: error: {message}\n")
     return 2
 
 
@@ -138,12 +141,7 @@ def run(command: list[str], port_range: tuple[int, int] = DEFAULT_RANGE, tw_reus
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-
-    def error(message: str) -> None:
-        sys.exit(refuse(message))
-
-    parser.error = error  # type: ignore[method-assign]
+    parser = one_line_errors(build_parser())
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:

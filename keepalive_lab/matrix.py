@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from keepalive_lab.cli import one_line_errors
 from keepalive_lab.config import OPTIONS, ConfigError
 from keepalive_lab.files import write_atomic, write_json_atomic
 from keepalive_lab.lab import _port_range as lab_port_range
@@ -528,13 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-
-    def error(message: str) -> None:
-        sys.stderr.write(f"{parser.prog}: error: {message}\n")
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]
+    parser = one_line_errors(build_parser())
     args = parser.parse_args(argv)
     try:
         text = args.file.read_text(encoding="utf-8")

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from keepalive_lab import kernel
+from keepalive_lab.cli import one_line_errors
 from keepalive_lab.procs import die_with_parent, managed_child, watch_parent
 
 METHODS = ("auto", "netlink", "psutil")
@@ -320,17 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    def error(message: str) -> None:
-        sys.stderr.write(f"{parser.prog}: error: {message}\n")
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    _one_line_errors(parser)
+    parser = one_line_errors(build_parser())
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if args.out.is_dir():

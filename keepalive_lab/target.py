@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keepalive_lab.cli import one_line_errors
 from keepalive_lab.files import write_json_atomic
 from keepalive_lab.procs import managed_child, watch_parent
 
@@ -373,17 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    def error(message: str) -> None:
-        sys.stderr.write(f"{parser.prog}: error: {message}\n")
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    _one_line_errors(parser)
+    parser = one_line_errors(build_parser())
     args = parser.parse_args(argv)
     snapshot = asyncio.run(_serve(args))
     if args.stats_out:

@@ -45,6 +45,25 @@ def locust_command(locustfile: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILES / locustfile), *args]
 
 
+def start_locust(tmp_path: Path, locustfile: str, *args: str, wait_for: str = "run.json") -> tuple[Any, Path]:
+    """Start a headless locust in its own process group; return once its run folder has ``wait_for``."""
+    import time
+
+    run_dir = tmp_path / "runs"
+    proc = subprocess.Popen(
+        locust_command(locustfile, "--headless", "--run-dir", str(run_dir), *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(run_dir.glob(f"*/{wait_for}")):
+        time.sleep(0.05)
+    return proc, run_dir
+
+
 def only_run_folder(run_dir: Path) -> Path | None:
     folders = sorted(p for p in run_dir.iterdir() if p.is_dir()) if run_dir.exists() else []
     assert len(folders) <= 1, folders

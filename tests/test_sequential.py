@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import locust_command, only_run_folder
+from conftest import locust_command, only_run_folder, start_locust
 
 FAST = ("--think-time", "0.02")
 LOCUST_STATS_COLUMNS = ["Type", "Name", "Request Count", "Failure Count", "Median Response Time"]
@@ -114,18 +114,7 @@ def test_bad_option_one_line_exit_2_no_run(run_locust, args, needle):
 
 
 def test_ctrl_c_leaves_a_complete_folder_marked_interrupted(tmp_path):
-    run_dir = tmp_path / "runs"
-    proc = subprocess.Popen(
-        locust_command("sequential.py", "--headless", "--think-time", "0.5", "--run-dir", str(run_dir)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-        start_new_session=True,  # its own process group, which gets the SIGINT as from a terminal
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (run_dir.exists() and any(run_dir.glob("*/run.json"))):
-        time.sleep(0.1)
+    proc, run_dir = start_locust(tmp_path, "sequential.py", "--think-time", "0.5")
     time.sleep(1.2)
     os.killpg(proc.pid, signal.SIGINT)  # the whole group: locust, its target and its sidecar
     out, _ = proc.communicate(timeout=30)
@@ -140,17 +129,7 @@ def test_ctrl_c_leaves_a_complete_folder_marked_interrupted(tmp_path):
 
 
 def test_target_killed_mid_run_marks_the_run_failed(tmp_path):
-    run_dir = tmp_path / "runs"
-    proc = subprocess.Popen(
-        locust_command("sequential.py", "--headless", "--think-time", "0.3", "--run-dir", str(run_dir)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(run_dir.glob("*/run.json")):
-        time.sleep(0.1)
+    proc, run_dir = start_locust(tmp_path, "sequential.py", "--think-time", "0.3")
     time.sleep(0.8)
     killed = subprocess.run(["pkill", "-KILL", "-f", f"keepalive_lab.target.*--parent-pid {proc.pid}"])
     assert killed.returncode == 0

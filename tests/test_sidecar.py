@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import in_netns, only_run_folder, requires_netns
+from conftest import in_netns, only_run_folder, requires_netns, start_locust
 
 from keepalive_lab.sidecar import COLUMNS
 
@@ -196,19 +196,7 @@ def test_no_sidecar_option(run_locust):
 
 
 def test_a_failing_sidecar_does_not_stop_the_test(tmp_path):
-    run_dir = tmp_path / "runs"
-    from conftest import locust_command
-
-    proc = subprocess.Popen(
-        locust_command("sequential.py", "--headless", "--think-time", "0.3", "--run-dir", str(run_dir)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(run_dir.glob("*/sockets.csv")):
-        time.sleep(0.05)
+    proc, run_dir = start_locust(tmp_path, "sequential.py", "--think-time", "0.3", wait_for="sockets.csv")
     time.sleep(0.5)
     assert subprocess.run(["pkill", "-KILL", "-f", f"keepalive_lab.sidecar.*--parent-pid {proc.pid}"]).returncode == 0
     out, _ = proc.communicate(timeout=60)
