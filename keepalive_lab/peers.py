@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from keepalive_lab import kernel
-from keepalive_lab.procs import managed_child
+from keepalive_lab.procs import managed_child, terminate
 
 NGINX_CONF = Path(__file__).with_name("nginx.conf")
 NGINX_SERVERS = {"nginx-keepalive": "port_keepalive", "nginx-close": "port_close",
@@ -73,13 +73,7 @@ class _Child:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Callable
 
@@ -45,3 +46,14 @@ def watch_parent(parent_pid: int, on_gone: Callable[[], None], every_s: float = 
     thread = threading.Thread(target=run, name="parent-watch", daemon=True)
     thread.start()
     return thread
+
+
+def terminate(proc: subprocess.Popen, timeout_s: float = 5.0) -> int:
+    """SIGTERM ``proc`` if it still runs, SIGKILL it after ``timeout_s``; return its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()

@@ -52,7 +52,7 @@ from typing import IO, Protocol
 
 from keepalive_lab import kernel
 from keepalive_lab.cli import one_line_errors
-from keepalive_lab.procs import die_with_parent, managed_child, watch_parent
+from keepalive_lab.procs import die_with_parent, managed_child, terminate, watch_parent
 
 METHODS = ("auto", "netlink", "psutil")
 DEFAULT_INTERVAL_S = 0.25
@@ -427,13 +427,7 @@ class SidecarProcess:
     def stop(self, timeout_s: float = 5.0) -> dict[str, object]:
         """Stop it (one last sample is taken) and report: status, exit code, rows, error."""
         died_early = self.proc.poll() is not None
-        if not died_early:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, timeout_s)
         err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
         if self.proc.stderr:
             self.proc.stderr.close()

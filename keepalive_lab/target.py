@@ -64,7 +64,7 @@ from typing import Any
 
 from keepalive_lab.cli import one_line_errors
 from keepalive_lab.files import write_json_atomic
-from keepalive_lab.procs import managed_child, watch_parent
+from keepalive_lab.procs import managed_child, terminate, watch_parent
 
 BIND_HOST = "127.0.0.1"
 _TCP_CORK = getattr(socket, "TCP_CORK", None)
@@ -441,13 +441,7 @@ class TargetProcess:
 
     def stop(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
         """Stop the target; return its final counters when it wrote them."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout_s)
         if self.proc.stdout:
             self.proc.stdout.close()
         if self.stats_out and self.stats_out.exists():
