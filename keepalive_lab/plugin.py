@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from locust import events
 from locust import log as locust_log
+from locust.rpc import Message
 from locust.runners import STATE_STOPPED, MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV, StatsCSVFileWriter
 
@@ -47,10 +48,13 @@ from keepalive_lab.target import TargetProcess
 
 log = logging.getLogger("keepalive_lab")
 MSG_USER_DONE = "keepalive_lab_user_done"
+MSG_FLUSH = "keepalive_lab_flush"  # master -> worker: send your stats now
+MSG_FLUSHED = "keepalive_lab_flushed"  # worker -> master: sent
 REPORT_KEY = "keepalive_lab_connections"
 WATCHDOG_INTERVAL_S = 0.5
 SOCKETS_CSV = "sockets.csv"
 SIDECAR_START_TIMEOUT_S = 10.0
+WORKER_STOP_TIMEOUT_S = 10.0
 _registered_user_classes: list[type] = []
 # The Lab of each Environment in this process (one, except in tests that build several).
 _LABS: list[Lab] = []
@@ -305,6 +309,28 @@ class Run:
         write_atomic(self.folder / "locust.html", get_html_report(env, show_download_link=False))
 
 
+def collect_worker_reports(runner: MasterRunner, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> None:
+    """Make the workers stop their users and send their final stats (and connection counts).
+
+    Locust's quit path (``-t``, Ctrl-C, the end of the request budget) fires test_stop on the
+    master before the workers have been told anything; the run folder needs their last report.
+    """
+    deadline = time.monotonic() + timeout_s
+    if runner.user_count > 0:
+        for client in runner.clients.all:
+            runner.server.send_to_client(Message("stop", None, client.id))
+        while runner.user_count > 0 and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+    # Workers report stats on a timer; ask each for its report now, and wait for the answers.
+    lab = lab_of(runner.environment)
+    workers = [client.id for client in runner.clients.all]
+    lab.flushed.clear()
+    for worker in workers:
+        runner.send_message(MSG_FLUSH, {}, client_id=worker)
+    while not set(workers) <= lab.flushed and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+
+
 def target_port(url: str | None) -> int | None:
     """The TCP port of a host URL (80/443 by scheme when absent); None when there is none."""
     if not url:
@@ -345,6 +371,7 @@ class Lab:
         self.run: Run | None = None
         self.counts = ConnectionCounts()
         self.worker_counts: dict[str, dict[str, Any]] = {}
+        self.flushed: set[str] = set()  # workers that answered the last MSG_FLUSH
         self.shared_pools: dict[type, Any] = {}
         self.all_spawned = gevent.event.Event()
         self.users_done = 0
@@ -462,6 +489,8 @@ class Lab:
     def on_test_stop(self) -> None:
         if self.runs_users:
             self.close_shared_pools()
+        if isinstance(self.environment.runner, MasterRunner) and self.run is not None:
+            collect_worker_reports(self.environment.runner)
         if self.run is not None:
             run, self.run = self.run, None
             run.finish()
@@ -524,6 +553,14 @@ def on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) 
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     if isinstance(runner, MasterRunner):
         runner.register_message(MSG_USER_DONE, lambda msg, **kw: lab._count_done(int(msg.data["count"])))
+        runner.register_message(MSG_FLUSHED, lambda msg, **kw: lab.flushed.add(msg.node_id))
+    if isinstance(runner, WorkerRunner):
+
+        def flush(msg: Any, **_: Any) -> None:
+            runner._send_stats()  # the stats message carries this worker's connection counts
+            runner.send_message(MSG_FLUSHED, {})
+
+        runner.register_message(MSG_FLUSH, flush)
     if lab.writes_runs and not environment.host and all(getattr(c, "host", None) is None for c in classes):
         lab.start_server()
     if web_ui is not None:

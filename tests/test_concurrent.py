@@ -89,3 +89,11 @@ def test_against_an_external_host_client_counts_are_exact(run_locust, target):
     assert not (r.folder / "target.json").exists()
     assert r.run["client_connections"]["opened"] == 10
     assert target.stats()["connections_accepted"] - before == 10
+
+
+def test_processes_workers_report_their_counts_to_the_master(run_locust):
+    # Two worker processes, each with its own shared pool of 5: 10 connections in all.
+    r = run_locust("concurrent.py", "--processes", "2", "--pool-size", "5")
+    assert r.returncode == 0, r.output
+    assert r.run["requests"] == 100
+    assert counts(r) == (10, 10)
