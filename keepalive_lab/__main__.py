@@ -13,7 +13,11 @@ from keepalive_lab.config import OPTIONS
 
 COMMANDS = (
     ("locust -f locustfiles/<scenario>.py [options]", "run a scenario (web UI, or --headless)"),
+    ("python -m keepalive_lab.matrix matrices/seed.toml [--check]", "every seed scenario headless, then the report"),
+    ("python -m keepalive_lab.lab [--port-range LO-HI] -- COMMAND", "run COMMAND in a private namespace (root)"),
+    ("python -m keepalive_lab.sidecar --port PORT --out FILE [-- COMMAND]", "sample sockets to a CSV"),
     ("python -m keepalive_lab.target --port 0 --mode MODE", "the embedded target on its own"),
+    ("python -m analysis report|check ...", "HTML report; gate rules"),
 )
 
 
