@@ -11,7 +11,7 @@ Importing :mod:`keepalive_lab.users` (every locustfile does) registers these lis
 ``test_start`` / ``test_stop``
     open and finish one run folder per test (see :mod:`keepalive_lab.runfolder`).
 ``quitting`` / ``quit``
-    mark a test cut short by Ctrl-C or SIGTERM as ``interrupted``; stop the embedded target.
+    mark a test cut short by Ctrl-C or SIGTERM as ``interrupted``; stop the target or peer.
 
 With ``--processes``/``--worker``, users run in workers: each worker counts its own
 connections and reports them to the master with its stats; the master writes the run folder.
@@ -39,6 +39,7 @@ import gevent
 import gevent.event
 
 from keepalive_lab import kernel, runfolder
+from keepalive_lab.cli import one_line_errors
 from keepalive_lab.config import OPTIONS, ConfigError, ScenarioConfig, default_for, resolve
 from keepalive_lab.files import write_atomic, write_json_atomic
 from keepalive_lab.peers import PEER_NOTES, PeerProcess
@@ -114,10 +115,7 @@ def on_init_command_line_parser(parser: Any) -> None:
         )
 
     # argparse prints its usage block before an error; the suite's contract is one line.
-    def error(message: str) -> None:
-        _one_line_error(message)
-
-    parser.error = error
+    one_line_errors(parser)
 
 
 class Run:
