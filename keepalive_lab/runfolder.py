@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import platform
-import sys
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -53,9 +51,9 @@ RUN_JSON_FIELDS = (
     "client_connections",
     "requests",
     "failures",
+    "target_connections_accepted",
     "sidecar",
 )
-STATUSES = ("running", "completed", "interrupted", "failed")
 _VERSIONED = ("locust", "requests", "urllib3", "gevent", "geventhttpclient", "psutil", "keepalive-lab")
 
 
@@ -96,16 +94,8 @@ def write_run_json(folder: Path, record: dict[str, Any]) -> None:
     write_json_atomic(folder / RUN_JSON, record)
 
 
-def read_run_json(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / RUN_JSON).read_text())
-
-
 def write_csv(path: Path, write_rows: Any) -> None:
     """Write a CSV whole; ``write_rows(csv_writer)`` fills it (Locust's ``StatsCSV`` methods fit)."""
     buf = io.StringIO()
     write_rows(csv.writer(buf))
     write_atomic(path, buf.getvalue())
-
-
-def command_line() -> list[str]:
-    return list(sys.argv)

@@ -56,7 +56,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,16 +452,6 @@ class TargetProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def wait_for_requests(target: TargetProcess, requests: int, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Poll ``/_stats`` until the target has answered ``requests`` requests (test helper)."""
-    deadline = time.monotonic() + timeout_s
-    stats = target.stats()
-    while stats["requests"] < requests and time.monotonic() < deadline:
-        time.sleep(0.02)
-        stats = target.stats()
-    return stats
 
 
 if __name__ == "__main__":
