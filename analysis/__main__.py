@@ -11,6 +11,7 @@ With no RUN_DIR, every run under ``runs/`` is taken. ``report`` writes ``OUT_DIR
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -20,11 +21,16 @@ from analysis.compare import verdicts
 from analysis.load import Loaded, find_run_dirs, load_runs
 from analysis.metrics import summarize
 from analysis.render import PLOTLY_JS, render_html
-from keepalive_lab.cli import one_line_errors
-from keepalive_lab.files import write_atomic
+from keepalive_lab.schema import SUMMARY_CSV, write_atomic
 
 DEFAULT_RUNS = Path("runs")
 DEFAULT_OUT = Path("reports")
+
+
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """A bad argument: one line, no usage block, exit 2."""
+    sys.stderr.write(f"{parser.prog}: error: {message}\n")
+    sys.exit(2)
 
 
 def _fail(message: str) -> int:
@@ -55,7 +61,7 @@ def report(run_dirs: list[Path], out_dir: Path) -> int:
     verdict = verdicts(summary, loaded.runs)
     page = render_html(summary, verdict, loaded.runs, loaded.samples, loaded.skipped, str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
+    write_atomic(out_dir / SUMMARY_CSV, summary.to_csv(index=False))
     js = out_dir / PLOTLY_JS
     if not js.exists():
         from plotly.offline import get_plotlyjs
@@ -106,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rules", type=Path, required=True, help='TOML rules file ([scenarios.NAME] metric = "<= 1")')
     c.add_argument("--junit", type=Path, help="also write JUnit XML here")
     for parser in (p, r, c):
-        one_line_errors(parser)
+        parser.error = functools.partial(_usage_error, parser)  # type: ignore[method-assign]
     return p
 
 

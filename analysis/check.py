@@ -28,7 +28,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pandas as pd
 
-from analysis.metrics import SUMMARY_COLUMNS
+from keepalive_lab.schema import SUMMARY_NUMERIC
 
 OPERATORS = {
     "==": operator.eq,
@@ -38,9 +38,7 @@ OPERATORS = {
     ">=": operator.ge,
     ">": operator.gt,
 }
-NUMERIC_METRICS = tuple(
-    c for c in SUMMARY_COLUMNS if c not in ("run_id", "scenario", "status", "connections_source", "start")
-)
+NUMERIC_METRICS = SUMMARY_NUMERIC
 RESULT_COLUMNS = ("scenario", "run_id", "metric", "bound", "measured", "passed")
 
 

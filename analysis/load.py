@@ -18,35 +18,27 @@ Frames of :class:`Loaded` (one row per run in ``runs``; the others carry ``run_i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-RUN_REQUIRED = ("scenario", "status", "start", "kernel", "settings")
-STATS_REQUIRED = ("Name", "Request Count", "Failure Count", "Requests/s", "50%", "95%", "99%")
-FAILURES_REQUIRED = ("Method", "Name", "Error", "Occurrences")
-SOCKETS_REQUIRED = (
-    "ts",
-    "host",
-    "client_established",
-    "client_time_wait",
-    "client_close_wait",
-    "client_other",
-    "server_established",
-    "server_time_wait",
-    "server_close_wait",
-    "server_other",
-    "ports_in_use",
-    "port_range",
-    "active_opens",
-    "passive_opens",
-    "attempt_fails",
-    "estab_resets",
-    "tw_total",
+from keepalive_lab.schema import (
+    FAILURES_CSV,
+    LOCUST_FAILURES_COLUMNS,
+    LOCUST_STATS_COLUMNS,
+    RUN_JSON,
+    SOCKETS_COLUMNS,
+    SOCKETS_CSV,
+    STATS_CSV,
+    TARGET_JSON,
+    RunRecord,
+    SchemaError,
+    Status,
+    TargetCounts,
 )
+
 RUN_COLUMNS = (
     "run_id",
     "path",
@@ -86,6 +78,9 @@ class LoadError(ValueError):
     """A run folder that cannot be loaded; ``str()`` is the one line shown to the user."""
 
 
+SOCKETS_NUMERIC = SOCKETS_COLUMNS[2:]
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A run folder left out, and why (one line)."""
@@ -114,23 +109,6 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     return sorted(p.parent for p in root.glob("*/run.json"))
 
 
-def _read_json(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    if not path.exists():
-        raise LoadError(f"{path}: missing")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise LoadError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LoadError(f"{path}: cannot be read ({e})") from None
-    if not isinstance(data, dict):
-        raise LoadError(f"{path}: not a JSON object")
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise LoadError(f"{path}: missing key {missing[0]!r}")
-    return data
-
-
 def _read_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...] = ()) -> pd.DataFrame:
     if not path.exists():
         raise LoadError(f"{path}: missing")
@@ -154,14 +132,6 @@ def _read_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...] = 
     return df
 
 
-def _get(d: dict[str, Any], *keys: str, default: Any = None) -> Any:
-    for key in keys:
-        if not isinstance(d, dict) or key not in d:
-            return default
-        d = d[key]
-    return d
-
-
 def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """One run folder: (runs row, stats row, samples, failures); raises LoadError."""
     folder = Path(folder)
@@ -171,54 +141,57 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
         raise LoadError(f"{folder}: not a folder")
     if not any(folder.iterdir()):
         raise LoadError(f"{folder}: empty folder")
-    run = _read_json(folder / "run.json", RUN_REQUIRED)
-    if run["status"] == "running":
-        raise LoadError(f"{folder / 'run.json'}: status 'running': the run never finished (Locust was killed)")
-    target = _read_json(folder / "target.json") if (folder / "target.json").exists() else {}
-    stats_df = _read_csv(folder / "stats.csv", STATS_REQUIRED)
+    try:
+        run = RunRecord.read(folder)
+        target = TargetCounts.read(folder) if (folder / TARGET_JSON).exists() else None
+    except SchemaError as e:
+        raise LoadError(str(e)) from None
+    if run.status is Status.RUNNING:
+        raise LoadError(f"{folder / RUN_JSON}: status 'running': the run never finished (Locust was killed)")
+    stats_df = _read_csv(folder / STATS_CSV, LOCUST_STATS_COLUMNS)
     agg = stats_df[stats_df["Name"] == "Aggregated"]
     if agg.empty:
-        raise LoadError(f"{folder / 'stats.csv'}: no Aggregated row")
+        raise LoadError(f"{folder / STATS_CSV}: no Aggregated row")
     a = agg.iloc[-1]
-    failures = _read_csv(folder / "failures.csv", FAILURES_REQUIRED) if (folder / "failures.csv").exists() else None
+    failures = _read_csv(folder / FAILURES_CSV, LOCUST_FAILURES_COLUMNS) if (folder / FAILURES_CSV).exists() else None
     samples = None
-    if (folder / "sockets.csv").exists():
-        samples = _read_csv(folder / "sockets.csv", SOCKETS_REQUIRED, SOCKETS_REQUIRED[2:])
+    if (folder / SOCKETS_CSV).exists():
+        samples = _read_csv(folder / SOCKETS_CSV, SOCKETS_COLUMNS, SOCKETS_NUMERIC)
     run_id = folder.name
-    conns = run.get("client_connections") or {}
-    closed_by = target.get("closed_by") or {}
+    conns = run.client_connections
+    closed_by = target.closed_by if target is not None else {}
     row = {
         "run_id": run_id,
         "path": str(folder),
-        "scenario": str(run["scenario"]),
-        "status": str(run["status"]),
-        "status_reason": str(run.get("status_reason") or ""),
-        "start": run.get("start"),
-        "end": run.get("end"),
-        "duration_s": run.get("duration_s"),
-        "user_class": run.get("user_class"),
-        "locustfile": run.get("locustfile"),
-        "host": run.get("host"),
-        "target_embedded": bool(_get(run, "target", "embedded", default=False)),
-        "target_mode": _get(run, "target", "mode"),
-        "peer": _get(run, "target", "peer"),
-        "port_range": _get(run, "kernel", "port_range"),
-        "tcp_tw_reuse": _get(run, "kernel", "tcp_tw_reuse"),
-        "isolated": bool(_get(run, "kernel", "isolated", default=False)),
-        "num_users": _get(run, "locust_options", "num_users"),
-        "settings": run.get("settings") or {},
-        "client_opened": conns.get("opened"),
-        "client_closed": conns.get("closed"),
-        "client_discarded": conns.get("discarded"),
-        "client_errno99": (conns.get("connect_errors_by_errno") or {}).get("99", 0) if conns else None,
-        "first_connect_ts": conns.get("first_connect_ts"),
-        "first_addr_not_available_ts": conns.get("first_addr_not_available_ts"),
-        "opened_before_addr_not_available": conns.get("opened_before_addr_not_available"),
-        "target_accepted": target.get("connections_accepted"),
+        "scenario": run.scenario,
+        "status": str(run.status),
+        "status_reason": run.status_reason,
+        "start": run.start,
+        "end": run.end,
+        "duration_s": run.duration_s,
+        "user_class": run.user_class,
+        "locustfile": run.locustfile,
+        "host": run.host,
+        "target_embedded": run.target.embedded,
+        "target_mode": run.target.mode,
+        "peer": run.target.peer,
+        "port_range": run.kernel.port_range,
+        "tcp_tw_reuse": run.kernel.tcp_tw_reuse,
+        "isolated": run.kernel.isolated,
+        "num_users": run.locust_options.num_users,
+        "settings": run.settings,
+        "client_opened": conns.opened if conns else None,
+        "client_closed": conns.closed if conns else None,
+        "client_discarded": conns.discarded if conns else None,
+        "client_errno99": conns.addr_not_available if conns else None,
+        "first_connect_ts": conns.first_connect_ts if conns else None,
+        "first_addr_not_available_ts": conns.first_addr_not_available_ts if conns else None,
+        "opened_before_addr_not_available": conns.opened_before_addr_not_available if conns else None,
+        "target_accepted": target.connections_accepted if target else None,
         "target_closed_by_client": closed_by.get("client"),
         "target_closed_by_server": closed_by.get("server"),
         "target_closed_by_reset": closed_by.get("client_reset"),
-        "sidecar_status": _get(run, "sidecar", "status", default="off"),
+        "sidecar_status": run.sidecar.status,
     }
     stats_row = {
         "run_id": run_id,
@@ -230,10 +203,10 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
         "p99_ms": float(a["99%"]),
     }
     if samples is None:
-        samples = pd.DataFrame(columns=list(SOCKETS_REQUIRED))
+        samples = pd.DataFrame(columns=list(SOCKETS_COLUMNS))
     samples = samples.assign(run_id=run_id)
     if failures is None:
-        failures = pd.DataFrame(columns=list(FAILURES_REQUIRED))
+        failures = pd.DataFrame(columns=list(LOCUST_FAILURES_COLUMNS))
     failures = failures.rename(
         columns={"Method": "method", "Name": "name", "Error": "error", "Occurrences": "occurrences"}
     )[["method", "name", "error", "occurrences"]].assign(run_id=run_id)
@@ -256,7 +229,7 @@ def load_runs(folders: list[str | Path]) -> Loaded:
     runs_df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     stats_df = pd.DataFrame(stats, columns=["run_id", "requests", "failures", "rps", "p50_ms", "p95_ms", "p99_ms"])
     samples_df = (
-        pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(columns=[*SOCKETS_REQUIRED, "run_id"])
+        pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(columns=[*SOCKETS_COLUMNS, "run_id"])
     )
     failures_df = (
         pd.concat(failures, ignore_index=True)

@@ -1,6 +1,6 @@
 """Stage 2, metrics: one summary row per run (``reports/summary.csv``).
 
-Definitions (see :data:`SUMMARY_COLUMNS`):
+Definitions (the columns are :data:`keepalive_lab.schema.SUMMARY`):
 
 ``connections_opened``, ``connections_source``
     the best exact source: the target's accept count (``target``), else the client pool's count
@@ -39,37 +39,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from keepalive_lab.schema import SUMMARY_COLUMNS
+
 TIME_WAIT_S = 60
-SUMMARY_COLUMNS = (
-    "run_id",
-    "scenario",
-    "status",
-    "requests",
-    "failures",
-    "rps",
-    "p50_ms",
-    "p95_ms",
-    "p99_ms",
-    "connections_opened",
-    "connections_source",
-    "connections_per_request",
-    "churn_per_s",
-    "peak_client_time_wait",
-    "peak_server_time_wait",
-    "peak_ports_in_use",
-    "port_range",
-    "peak_port_use_pct",
-    "projected_port_use_pct",
-    "seconds_to_exhaustion",
-    "server_time_wait_pct",
-    "addr_not_available_errors",
-    "connection_errors",
-    "observed_seconds_to_exhaustion",
-    "connections_before_exhaustion",
-    "projection_error_pct",
-    "duration_s",
-    "start",
-)
 ERRNO_99_PATTERN = r"Errno 99\b|Cannot assign requested address|EADDRNOTAVAIL"
 STALE_PATTERN = (
     r"RemoteDisconnected|ConnectionResetError|Connection reset|BrokenPipe|Broken pipe|Connection aborted"

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from keepalive_lab.lab import lab_command
+from keepalive_lab.netns import in_namespace
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 1000
@@ -32,7 +32,8 @@ def churn(extra: list[str]) -> float:
         cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "exhaustion.py"), "--headless",
                "--only-summary", "--loglevel", "WARNING", "-t", f"{DURATION_S}s", "--requests-per-user", "0",
                "--no-sidecar", "--run-dir", tmp, *extra]  # fmt: skip
-        subprocess.run(lab_command(cmd, (32768, 60999), 1), capture_output=True, timeout=DURATION_S + 60, cwd=ROOT)
+        lab = in_namespace(cmd, port_range=(32768, 60999), tw_reuse=1, fork=True)
+        subprocess.run(lab, capture_output=True, timeout=DURATION_S + 60, cwd=ROOT)
         run = json.loads(next(Path(tmp).glob("*/run.json")).read_text())
     return run["client_connections"]["opened"] / run["duration_s"]
 

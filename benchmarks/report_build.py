@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.__main__ import report
-from analysis.load import SOCKETS_REQUIRED
+from keepalive_lab.schema import SOCKETS_COLUMNS
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "tests" / "data" / "runs" / "20261122T131213Z-concurrent"
 RUNS = 20
@@ -33,7 +33,7 @@ def make_runs(root: Path) -> list[Path]:
         shutil.copytree(TEMPLATE, folder)
         t = 1795350000 + np.arange(ROWS) / 10
         tw = np.minimum(np.cumsum(rng.integers(0, 40, ROWS)), 28000)
-        frame = pd.DataFrame({c: 0 for c in SOCKETS_REQUIRED}, index=range(ROWS))
+        frame = pd.DataFrame({c: 0 for c in SOCKETS_COLUMNS}, index=range(ROWS))
         frame["ts"], frame["host"], frame["port_range"] = t.round(3), "vm", 28232
         frame["client_time_wait"], frame["ports_in_use"] = tw, tw + 2
         frame["client_established"] = frame["server_established"] = 2

@@ -18,6 +18,8 @@ import tempfile
 import threading
 import time
 
+from keepalive_lab.netns import in_namespace
+
 PORT = 8080
 TIME_WAIT_SOCKETS = 15000
 REPEATS = 15
@@ -82,7 +84,7 @@ def inside() -> int:
         time.sleep(CPU_WINDOW_S)
         cpu_pct = (sum(proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0) * 100
         report = car.stop()
-    print(f"sidecar at 10 Hz: {cpu_pct:.1f}% of one core over {CPU_WINDOW_S:.0f} s ({report['rows']} samples)")
+    print(f"sidecar at 10 Hz: {cpu_pct:.1f}% of one core over {CPU_WINDOW_S:.0f} s ({report.rows} samples)")
     ok_ratio, ok_cpu = ratio <= GOAL_RATIO, cpu_pct < GOAL_CPU_PCT
     print(f"goal: fast path <= {GOAL_RATIO:.1f}x ss: {'met' if ok_ratio else 'MISSED'} ({ratio:.2f}x)")
     print(f"goal: sidecar < {GOAL_CPU_PCT:.0f}% of one core at 10 Hz: {'met' if ok_cpu else 'MISSED'} ({cpu_pct:.1f}%)")
@@ -93,18 +95,7 @@ def run() -> bool:
     if os.geteuid() != 0:
         print("needs root for a private network namespace (unshare --net); skipped")
         return False
-    setup = "ip link set lo up && sysctl -qw net.ipv4.tcp_tw_reuse=0"
-    cmd = [
-        "unshare",
-        "--net",
-        "sh",
-        "-c",
-        f'{setup} && exec "$@"',
-        "sh",
-        sys.executable,
-        "-m",
-        "benchmarks.sidecar_cost",
-    ]
+    cmd = in_namespace([sys.executable, "-m", "benchmarks.sidecar_cost"], tw_reuse=0)
     return subprocess.run(cmd, timeout=300).returncode == 0
 
 

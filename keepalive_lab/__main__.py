@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from keepalive_lab.config import OPTIONS
+from keepalive_lab.options import OPTIONS
 
 COMMANDS = (
     ("locust -f locustfiles/<scenario>.py [options]", "run a scenario (web UI, or --headless)"),

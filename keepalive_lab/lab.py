@@ -26,6 +26,7 @@ import subprocess
 import sys
 
 from keepalive_lab.cli import one_line_errors
+from keepalive_lab.netns import exit_code, in_namespace, signal_group, stop_group, why_no_namespace
 
 PROG = "python -m keepalive_lab.lab"
 DEFAULT_RANGE = (40000, 40999)
@@ -34,7 +35,7 @@ GRACE_S = 15.0
 ENV_MARK = "KEEPALIVE_LAB_LAB"  # set in the command's environment: "LO-HI tw_reuse"
 
 
-def _port_range(text: str) -> tuple[int, int]:
+def parse_port_range(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d+)-(\d+)", text.strip())
     if not m or not (1024 <= int(m.group(1)) <= int(m.group(2)) <= 65535):
         raise argparse.ArgumentTypeError(f"{text!r} is not a port range; use LO-HI with 1024 <= LO <= HI <= 65535")
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo, hi = DEFAULT_RANGE
     p.add_argument(
         "--port-range",
-        type=_port_range,
+        type=parse_port_range,
         default=DEFAULT_RANGE,
         metavar="LO-HI",
         help=f"net.ipv4.ip_local_port_range in the namespace (default {lo}-{hi}: {hi - lo + 1} ports)",
@@ -73,71 +74,28 @@ def refuse(message: str) -> int:
     return 2
 
 
-def check_can_isolate() -> str | None:
-    """Why a namespace cannot be made here, or None when it can."""
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace and set its sysctls; run it as root (e.g. sudo)"
-    for tool in ("unshare", "ip", "sysctl"):
-        if shutil.which(tool) is None:
-            return f"{tool!r} is not installed; install util-linux, iproute2 and procps"
-    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace here ({probe.stderr.strip() or 'unshare failed'})"
-    return None
-
-
-def lab_command(command: list[str], port_range: tuple[int, int], tw_reuse: int) -> list[str]:
-    lo, hi = port_range
-    setup = (
-        "ip link set lo up"
-        f" && sysctl -qw net.ipv4.ip_local_port_range='{lo} {hi}'"
-        f" && sysctl -qw net.ipv4.tcp_tw_reuse={tw_reuse}"
-        ' && exec "$@"'
-    )
-    return ["unshare", "--net", "--fork", "--kill-child", "sh", "-c", setup, "sh", *command]
-
-
-def signal_command(proc: subprocess.Popen, signum: int) -> None:
-    """Signal the process group that ``proc`` leads, as a terminal's Ctrl-C would.
-
-    ``unshare --fork`` ignores SIGINT and SIGTERM itself and passes nothing on, so the command
-    inside is reached through the group; the suite's helpers (target, sidecar, peers) ignore
-    SIGINT and stop when Locust has finished with them.
-    """
-    try:
-        os.killpg(proc.pid, signum)
-    except ProcessLookupError:
-        pass
-
-
 def run(command: list[str], port_range: tuple[int, int] = DEFAULT_RANGE, tw_reuse: int = DEFAULT_TW_REUSE) -> int:
     """Run ``command`` in the lab and return its exit code (128+N if a signal N ended it)."""
     env = {**os.environ, ENV_MARK: f"{port_range[0]}-{port_range[1]} {tw_reuse}"}
-    proc = subprocess.Popen(lab_command(command, port_range, tw_reuse), env=env, start_new_session=True)
+    cmd = in_namespace(command, port_range=port_range, tw_reuse=tw_reuse, fork=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def forward(signum: int, _frame: object) -> None:
         # The signal goes to the command so it can finish its files; the namespace and anything
         # left in it go when unshare exits.
-        signal_command(proc, signum)
+        signal_group(proc, signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
             code = proc.wait()
         except KeyboardInterrupt:
-            signal_command(proc, signal.SIGINT)
-            code = proc.wait(timeout=GRACE_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = proc.wait()
+            code = stop_group(proc, signal.SIGINT, GRACE_S)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything of the session still left
-        except ProcessLookupError:
-            pass
-    return 128 - code if code < 0 else code
+        signal_group(proc, signal.SIGKILL)  # anything of the session still left
+    return exit_code(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         return refuse("no command; give one after --, e.g. -- locust -f locustfiles/exhaustion.py --headless")
-    why = check_can_isolate()
+    why = why_no_namespace()
     if why:
         return refuse(why)
     if shutil.which(command[0]) is None and not os.path.exists(command[0]):

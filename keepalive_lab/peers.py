@@ -1,6 +1,6 @@
 """Real servers the suite starts on loopback, as children of the caller: nginx and python's http.server.
 
-``PEERS`` names what ``--peer`` can choose:
+:class:`~keepalive_lab.config.Peer` names what ``--peer`` can choose:
 
 ``embedded``
     the suite's own target (see :mod:`keepalive_lab.target`), in ``--target-mode``.
@@ -16,6 +16,7 @@ Each binds 127.0.0.1 only and dies with its parent.
 
 from __future__ import annotations
 
+import importlib.resources
 import shutil
 import socket
 import string
@@ -26,17 +27,17 @@ import time
 from pathlib import Path
 
 from keepalive_lab import kernel
-from keepalive_lab.procs import managed_child, terminate
+from keepalive_lab.config import Peer
+from keepalive_lab.netns import managed_child, terminate
 
-NGINX_CONF = Path(__file__).with_name("nginx.conf")
-NGINX_SERVERS = {"nginx-keepalive": "port_keepalive", "nginx-close": "port_close",
-                 "nginx-low-requests": "port_low_requests"}  # fmt: skip
-PEERS = ("embedded", "http.server", *NGINX_SERVERS)
+# The placeholder in nginx.conf that holds each server's port.
+NGINX_SERVERS = {Peer.NGINX_KEEPALIVE: "port_keepalive", Peer.NGINX_CLOSE: "port_close",
+                 Peer.NGINX_LOW_REQUESTS: "port_low_requests"}  # fmt: skip
 PEER_NOTES = {
-    "http.server": "HTTP/1.0: closes every connection",
-    "nginx-keepalive": "nginx, keep-alive on",
-    "nginx-close": "nginx keepalive_timeout 0: closes every connection",
-    "nginx-low-requests": "nginx keepalive_requests 3: closes after 3 requests",
+    Peer.HTTP_SERVER: "HTTP/1.0: closes every connection",
+    Peer.NGINX_KEEPALIVE: "nginx, keep-alive on",
+    Peer.NGINX_CLOSE: "nginx keepalive_timeout 0: closes every connection",
+    Peer.NGINX_LOW_REQUESTS: "nginx keepalive_requests 3: closes after 3 requests",
 }
 BODY = b"Hello world"
 
@@ -98,7 +99,8 @@ class NginxProcess(_Child):
         self.ports = {peer: free_port() for peer in NGINX_SERVERS}
         fill = {NGINX_SERVERS[p]: port for p, port in self.ports.items()}
         conf = self.prefix / "nginx.conf"
-        conf.write_text(string.Template(NGINX_CONF.read_text()).substitute(prefix=self.prefix, **fill))
+        template = importlib.resources.files("keepalive_lab").joinpath("nginx.conf").read_text(encoding="utf-8")
+        conf.write_text(string.Template(template).substitute(prefix=self.prefix, **fill))
         self.proc = subprocess.Popen(
             [binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=managed_child,
@@ -111,12 +113,12 @@ class NginxProcess(_Child):
             self.stop()
             raise
 
-    def url_for(self, peer: str = "nginx-keepalive") -> str:
-        return f"http://127.0.0.1:{self.ports[peer]}"
+    def url_for(self, peer: str = Peer.NGINX_KEEPALIVE) -> str:
+        return f"http://127.0.0.1:{self.ports[Peer(peer)]}"
 
     @property
     def url(self) -> str:
-        return self.url_for("nginx-keepalive")
+        return self.url_for(Peer.NGINX_KEEPALIVE)
 
 
 class HttpServerProcess(_Child):
@@ -142,12 +144,17 @@ class HttpServerProcess(_Child):
 class PeerProcess:
     """One chosen real peer: ``.url``, ``.alive()``, ``.stop()``."""
 
-    def __init__(self, peer: str) -> None:
-        if peer not in PEERS or peer == "embedded":
-            raise ValueError(f"unknown peer {peer!r}")
-        self.name = peer
-        self.server: _Child = HttpServerProcess() if peer == "http.server" else NginxProcess()
-        self.url = self.server.url if peer == "http.server" else self.server.url_for(peer)  # type: ignore[attr-defined]
+    def __init__(self, peer: Peer) -> None:
+        if peer is Peer.EMBEDDED:
+            raise ValueError("the embedded target is not a peer process; use keepalive_lab.target.TargetProcess")
+        self.name = Peer(peer)
+        self.note = PEER_NOTES[self.name]
+        if self.name is Peer.HTTP_SERVER:
+            self.server: _Child = HttpServerProcess()
+            self.url = self.server.url  # type: ignore[attr-defined]
+        else:
+            nginx = NginxProcess()
+            self.server, self.url = nginx, nginx.url_for(self.name)
 
     def alive(self) -> bool:
         return self.server.alive()

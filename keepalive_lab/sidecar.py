@@ -8,26 +8,7 @@ target port on either end, and appends it as one CSV row, flushed at once (a cra
 the row being written). It stops on SIGINT/SIGTERM, after ``--count`` samples, when its parent
 dies (within 2 s), or, given a COMMAND, one sample after the command exits, with its exit code.
 
-Columns (:data:`COLUMNS`):
-
-``ts``
-    Unix time of the sample, seconds.
-``host``
-    the machine's hostname.
-``client_established``, ``client_time_wait``, ``client_close_wait``, ``client_other``
-    client side: sockets whose *remote* port is the target port, by state.
-``server_established``, ``server_time_wait``, ``server_close_wait``, ``server_other``
-    server side: sockets whose *local* port is the target port (listening sockets excluded).
-``ports_in_use``
-    distinct local ports of client-side sockets, in any state (TIME_WAIT ones hold their port).
-``port_range``
-    size of ``net.ipv4.ip_local_port_range`` (28,232 by default).
-``active_opens``, ``passive_opens``, ``attempt_fails``, ``estab_resets``
-    cumulative ``Tcp:`` counters of /proc/net/snmp (whole namespace, every port).
-``tw_total``
-    TIME_WAIT sockets in the namespace, from /proc/net/sockstat (every port).
-``sample_ms``
-    what taking this sample cost, milliseconds.
+Columns: :class:`keepalive_lab.schema.SocketSample` (the format of ``sockets.csv``).
 
 Two samplers give identical rows for the same sockets: ``netlink`` (Linux sock_diag with a
 kernel-side port filter, see :mod:`keepalive_lab.sockdiag`) and ``psutil``
@@ -46,44 +27,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Protocol
 
 from keepalive_lab import kernel
 from keepalive_lab.cli import one_line_errors
-from keepalive_lab.procs import die_with_parent, managed_child, terminate, watch_parent
+from keepalive_lab.netns import die_with_parent, exit_code, managed_child, terminate, watch_parent
+from keepalive_lab.schema import SOCKETS_COLUMNS, SidecarState, SocketSample
 
 METHODS = ("auto", "netlink", "psutil")
 DEFAULT_INTERVAL_S = 0.25
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One row of ``sockets.csv``."""
-
-    ts: float
-    host: str
-    client_established: int
-    client_time_wait: int
-    client_close_wait: int
-    client_other: int
-    server_established: int
-    server_time_wait: int
-    server_close_wait: int
-    server_other: int
-    ports_in_use: int
-    port_range: int
-    active_opens: int
-    passive_opens: int
-    attempt_fails: int
-    estab_resets: int
-    tw_total: int
-    sample_ms: float
-
-
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Sample))
-SOCKET_COLUMNS = COLUMNS[2:11]  # the columns both samplers must agree on
 
 
 class Sampler(Protocol):
@@ -186,13 +140,13 @@ def make_sampler(method: str = "auto", families: str = "both") -> Sampler:
     return PsutilSampler()
 
 
-def sample(sampler: Sampler, port: int, host: str | None = None) -> Sample:
+def sample(sampler: Sampler, port: int, host: str | None = None) -> SocketSample:
     """Take one sample: the sockets of ``port`` plus the kernel's counters."""
     t0 = time.perf_counter()
     ts = time.time()
     socks = sampler.sockets(port)
     snmp = kernel.snmp_tcp()
-    row = Sample(
+    row = SocketSample(
         ts=round(ts, 3),
         host=host or socket.gethostname(),
         **socks,
@@ -204,7 +158,7 @@ def sample(sampler: Sampler, port: int, host: str | None = None) -> Sample:
         tw_total=kernel.sockstat_tw(),
         sample_ms=0.0,
     )
-    return Sample(**{**asdict(row), "sample_ms": round((time.perf_counter() - t0) * 1000, 3)})
+    return replace(row, sample_ms=round((time.perf_counter() - t0) * 1000, 3))
 
 
 class CsvWriter:
@@ -217,12 +171,12 @@ class CsvWriter:
         self._file: IO[str] = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self._csv = csv.writer(self._file)
         if new:
-            self._csv.writerow(COLUMNS)
+            self._csv.writerow(SOCKETS_COLUMNS)
             self._file.flush()
         self.rows = 0
 
-    def write(self, row: Sample) -> None:
-        self._csv.writerow([getattr(row, name) for name in COLUMNS])
+    def write(self, row: SocketSample) -> None:
+        self._csv.writerow(row.row())
         self._file.flush()
         self.rows += 1
 
@@ -264,6 +218,83 @@ class Sidecar:
                 return
             next_at = max(next_at + self.interval_s, time.monotonic())
             done.wait(next_at - time.monotonic())
+
+
+class SidecarProcess:
+    """The sidecar as a child process of the load generator (the plugin starts one per test)."""
+
+    def __init__(
+        self,
+        port: int,
+        out: str | os.PathLike[str],
+        interval_s: float = DEFAULT_INTERVAL_S,
+        method: str = "auto",
+        family: str = "both",
+    ) -> None:
+        self.port = port
+        self.out = Path(out)
+        self.interval_s = interval_s
+        cmd = [
+            sys.executable,
+            "-P",
+            "-m",
+            "keepalive_lab.sidecar",
+            "--port",
+            str(port),
+            "--out",
+            str(out),
+            "--interval",
+            str(interval_s),
+            "--method",
+            method,
+            "--family",
+            family,
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=managed_child,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_first_row(self, timeout_s: float, sleep: Callable[[float], object] = time.sleep) -> bool:
+        """Wait until the CSV holds its first sample (header plus one row); False on time-out or exit."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.alive():
+            try:
+                if self.out.read_bytes().count(b"\n") >= 2:
+                    return True
+            except OSError:
+                pass
+            sleep(0.02)
+        return False
+
+    def stop(self, timeout_s: float = 5.0) -> SidecarState:
+        """Stop it (one last sample is taken) and report: status, exit code, rows, error."""
+        died_early = self.proc.poll() is not None
+        terminate(self.proc, timeout_s)
+        err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        try:
+            rows = max(0, sum(1 for _ in open(self.out, encoding="utf-8")) - 1)
+        except OSError:
+            rows = 0
+        ok = not died_early and self.proc.returncode == 0
+        return SidecarState(
+            status="ok" if ok else "failed",
+            exit_code=self.proc.returncode,
+            error="" if ok else (err.splitlines()[-1] if err else "the sidecar exited during the test"),
+            rows=rows,
+            interval_s=self.interval_s,
+            port=self.port,
+        )
 
 
 def _port(text: str) -> int:
@@ -361,86 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         car.writer.close()
     waiter.join()
-    code = child.returncode
-    return 128 - code if code < 0 else code
+    return exit_code(child.returncode)
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-class SidecarProcess:
-    """The sidecar as a child process of the load generator (the plugin starts one per test)."""
-
-    def __init__(
-        self,
-        port: int,
-        out: str | os.PathLike[str],
-        interval_s: float = DEFAULT_INTERVAL_S,
-        method: str = "auto",
-        family: str = "both",
-    ) -> None:
-        self.port = port
-        self.out = Path(out)
-        self.interval_s = interval_s
-        cmd = [
-            sys.executable,
-            "-P",
-            "-m",
-            "keepalive_lab.sidecar",
-            "--port",
-            str(port),
-            "--out",
-            str(out),
-            "--interval",
-            str(interval_s),
-            "--method",
-            method,
-            "--family",
-            family,
-            "--parent-pid",
-            str(os.getpid()),
-        ]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=managed_child,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_first_row(self, timeout_s: float, sleep: Callable[[float], object] = time.sleep) -> bool:
-        """Wait until the CSV holds its first sample (header plus one row); False on time-out or exit."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.alive():
-            try:
-                if self.out.read_bytes().count(b"\n") >= 2:
-                    return True
-            except OSError:
-                pass
-            sleep(0.02)
-        return False
-
-    def stop(self, timeout_s: float = 5.0) -> dict[str, object]:
-        """Stop it (one last sample is taken) and report: status, exit code, rows, error."""
-        died_early = self.proc.poll() is not None
-        terminate(self.proc, timeout_s)
-        err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
-        if self.proc.stderr:
-            self.proc.stderr.close()
-        try:
-            rows = max(0, sum(1 for _ in open(self.out, encoding="utf-8")) - 1)
-        except OSError:
-            rows = 0
-        ok = not died_early and self.proc.returncode == 0
-        return {
-            "status": "ok" if ok else "failed",
-            "exit_code": self.proc.returncode,
-            "error": "" if ok else (err.splitlines()[-1] if err else "the sidecar exited during the test"),
-            "rows": rows,
-            "interval_s": self.interval_s,
-            "port": self.port,
-        }

@@ -26,7 +26,7 @@ The second line printed at start names a control port that answers ``/_stats`` t
 adding any socket on the target port (the plugin reads the counters there).
 The same JSON is written to ``--stats-out`` (whole, temporary file then rename) at shutdown.
 
-Counters (``STATS_FIELDS``):
+Counters (:class:`keepalive_lab.schema.TargetCounts`, the format of ``target.json``):
 
 ``connections_accepted``
     connections that sent at least one counted request, or none at all.
@@ -51,65 +51,22 @@ import asyncio
 import collections
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keepalive_lab.cli import one_line_errors
-from keepalive_lab.files import write_json_atomic
-from keepalive_lab.procs import managed_child, terminate, watch_parent
+from keepalive_lab.config import MODE_HELP, ModeError, TargetMode, TargetModeKind
+from keepalive_lab.netns import managed_child, terminate, watch_parent
+from keepalive_lab.schema import TargetCounts, write_json_atomic
 
 BIND_HOST = "127.0.0.1"
 _TCP_CORK = getattr(socket, "TCP_CORK", None)
 STATS_PATH = "/_stats"
-STATS_FIELDS = (
-    "connections_accepted",
-    "requests",
-    "closed_by",
-    "open_connections",
-    "requests_per_connection",
-)
-MODE_HELP = "keepalive, close, http10, close-after:N (N >= 1) or idle-timeout:SECONDS (SECONDS > 0)"
-
-
-class ModeError(ValueError):
-    """A target mode that does not parse; the message says what is valid."""
-
-
-@dataclass(frozen=True)
-class TargetMode:
-    """A parsed ``--mode``: the kind and its parameter."""
-
-    kind: str
-    close_after: int = 0
-    idle_timeout_s: float = 0.0
-
-    def __str__(self) -> str:
-        if self.kind == "close-after":
-            return f"close-after:{self.close_after}"
-        if self.kind == "idle-timeout":
-            return f"idle-timeout:{self.idle_timeout_s:g}"
-        return self.kind
-
-
-def parse_mode(text: str) -> TargetMode:
-    """Parse a mode string such as ``close-after:3``; raise :class:`ModeError` if invalid."""
-    text = str(text).strip()
-    if text in ("keepalive", "close", "http10"):
-        return TargetMode(text)
-    m = re.fullmatch(r"close-after:(\d+)", text)
-    if m and int(m.group(1)) >= 1:
-        return TargetMode("close-after", close_after=int(m.group(1)))
-    m = re.fullmatch(r"idle-timeout:([0-9]*\.?[0-9]+)", text)
-    if m and float(m.group(1)) > 0:
-        return TargetMode("idle-timeout", idle_timeout_s=float(m.group(1)))
-    raise ModeError(f"{text!r} is not a target mode; use {MODE_HELP}")
 
 
 def make_body(size_bytes: int) -> bytes:
@@ -293,7 +250,7 @@ class TargetServer:
         self._responses = {close: self._build(close) for close in (False, True)}
 
     def _build(self, close: bool) -> bytes:
-        if self.mode.kind == "http10":
+        if self.mode.kind is TargetModeKind.HTTP10:
             status, conn = b"HTTP/1.0 200 OK", b""
         else:
             status, conn = b"HTTP/1.1 200 OK", (b"Connection: close\r\n" if close else b"")
@@ -304,9 +261,9 @@ class TargetServer:
 
     def closes_after(self, requests_on_connection: int) -> bool:
         kind = self.mode.kind
-        if kind in ("close", "http10"):
+        if kind in (TargetModeKind.CLOSE, TargetModeKind.HTTP10):
             return True
-        if kind == "close-after":
+        if kind is TargetModeKind.CLOSE_AFTER:
             return requests_on_connection >= self.mode.close_after
         return False
 
@@ -353,7 +310,7 @@ def _nonneg_int(text: str) -> int:
 
 def _mode(text: str) -> TargetMode:
     try:
-        return parse_mode(text)
+        return TargetMode.parse(text)
     except ModeError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -397,7 +354,7 @@ class TargetProcess:
         stats_out: str | os.PathLike[str] | None = None,
         port: int = 0,
     ) -> None:
-        self.mode = parse_mode(str(mode))
+        self.mode = TargetMode.parse(mode)
         self.settings = {"delay_ms": delay_ms, "body_bytes": body_bytes}
         cmd = [
             sys.executable,
@@ -434,6 +391,10 @@ class TargetProcess:
         """The live counters, from the control port (so no socket touches the target port)."""
         with urllib.request.urlopen(self.control_url, timeout=timeout_s) as resp:
             return json.loads(resp.read())
+
+    def counts(self, timeout_s: float = 5.0) -> TargetCounts:
+        """The live counters as :class:`~keepalive_lab.schema.TargetCounts`."""
+        return TargetCounts.from_dict(self.stats(timeout_s), self.control_url)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

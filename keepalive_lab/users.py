@@ -1,7 +1,8 @@
 """``LabUser``: the abstract base of every scenario. Locustfiles subclass it and set attributes.
 
-Each class attribute below is a scenario default; the option of the same name (``--pool-size``
-for ``pool_size``, ``--think-time`` for ``think_time_s``...) overrides it for one run.
+Each class attribute below is a scenario default (from :data:`keepalive_lab.config.DEFAULTS`);
+the option of the same name (``--pool-size`` for ``pool_size``, ``--think-time`` for
+``think_time_s``...) overrides it for one run.
 
 A task calls :meth:`LabUser.fetch`, which sends one GET with ``stream=True`` and then treats the
 body as ``drain`` says. That is where Python clients decide whether a connection can be reused:
@@ -26,8 +27,11 @@ from locust.exception import StopUser
 import collections
 from typing import Any, ClassVar
 
-from keepalive_lab.plugin import lab_of, register_user_class
-from keepalive_lab.pools import close_pool, no_reuse
+from keepalive_lab import plugin
+from keepalive_lab.clients import close_pool
+from keepalive_lab.clients.gevent_pool import no_reuse
+from keepalive_lab.config import DEFAULTS, ClientType, Drain, Peer, PoolFull, PoolScope, TargetMode
+from keepalive_lab.session import session_of
 
 HELD_RESPONSES = 100
 # How long a start_together user waits for the others before it starts anyway.
@@ -39,51 +43,53 @@ class LabUser(User):
 
     abstract = True
 
-    scenario: ClassVar[str] = ""
+    scenario: ClassVar[str] = DEFAULTS.scenario
     """Name used for run folders; defaults to the locustfile's name."""
-    client_type: ClassVar[str] = "requests"
+    client_type: ClassVar[ClientType | str] = DEFAULTS.client_type
     """``requests`` (Locust's HttpSession over urllib3) or ``fasthttp`` (geventhttpclient)."""
-    pool_size: ClassVar[int] = 10
+    pool_size: ClassVar[int] = DEFAULTS.pool_size
     """Connections the pool keeps (urllib3 ``maxsize``; geventhttpclient ``concurrency``)."""
-    pool_scope: ClassVar[str] = "user"
+    pool_scope: ClassVar[PoolScope | str] = DEFAULTS.pool_scope
     """``shared``: one pool per process for this class, like one Go ``http.Client``; ``user``: one each."""
-    pool_full: ClassVar[str] = "discard"
+    pool_full: ClassVar[PoolFull | str] = DEFAULTS.pool_full
     """``discard``: open extra connections and close them on return to a full pool; ``block``: wait."""
-    drain: ClassVar[str] = "full"
+    drain: ClassVar[Drain | str] = DEFAULTS.drain
     """``full``, ``close`` or ``none`` (see the module docstring)."""
-    keep_alive: ClassVar[bool] = True
+    keep_alive: ClassVar[bool] = DEFAULTS.keep_alive
     """False sends ``Connection: close`` with every request."""
-    think_time_s: ClassVar[float] = 0.0
+    think_time_s: ClassVar[float] = DEFAULTS.think_time_s
     """Seconds between two requests of one user."""
-    requests_per_user: ClassVar[int] = 0
+    requests_per_user: ClassVar[int] = DEFAULTS.requests_per_user
     """Requests each user makes before it stops; 0 means no limit."""
-    target_mode: ClassVar[str] = "keepalive"
+    target_mode: ClassVar[TargetMode | str] = DEFAULTS.target_mode
     """Mode of the embedded target, used when no ``--host`` is given."""
-    peer: ClassVar[str] = "embedded"
+    peer: ClassVar[Peer | str] = DEFAULTS.peer
     """Server started when no --host is given: ``embedded`` or a real peer (see keepalive_lab.peers)."""
-    target_delay_ms: ClassVar[int] = 0
+    target_delay_ms: ClassVar[int] = DEFAULTS.target_delay_ms
     """Embedded target: delay before each response."""
-    target_body_bytes: ClassVar[int] = 11
+    target_body_bytes: ClassVar[int] = DEFAULTS.target_body_bytes
     """Embedded target: response body size ("Hello world")."""
-    start_together: ClassVar[bool] = False
+    sample_interval_s: ClassVar[float] = DEFAULTS.sample_interval_s
+    """Seconds between two samples of the socket sidecar."""
+    no_sidecar: ClassVar[bool] = DEFAULTS.no_sidecar
+    """True: no socket sampling (no ``sockets.csv``)."""
+    run_dir: ClassVar[str] = DEFAULTS.run_dir
+    """Folder that receives one run folder per test."""
+    start_together: ClassVar[bool] = DEFAULTS.start_together
     """Hold every user until the last one is spawned, like goroutines started in one loop."""
-    default_users: ClassVar[int | None] = None
+    default_users: ClassVar[int | None] = DEFAULTS.default_users
     """Users to run when ``-u`` is not given (Locust's own default is 1); they spawn within 1 s."""
     path: ClassVar[str] = "/"
     """The path :meth:`fetch` requests by default."""
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        register_user_class(cls)
-
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        self.lab = lab_of(environment)
-        self.config = self.lab.config_for(type(self))
+        self.session = session_of(environment)
+        self.config = self.session.config_for(type(self))
         if not self.host:
             raise ValueError("no host: give --host, or leave it out to use the embedded target")
-        self._pool, self._owns_pool = self.lab.pool_for(type(self), self.config)
-        if self.config.client_type == "fasthttp":
+        self._pool, self._owns_pool = self.session.pool_for(type(self), self.config)
+        if self.config.client_type is ClientType.FASTHTTP:
             self.client: Any = FastHttpSession(
                 base_url=self.host,
                 request_event=self.environment.events.request,
@@ -102,12 +108,12 @@ class LabUser(User):
         return self.config.think_time_s
 
     def on_start(self) -> None:
-        if not self.lab.admit_user(budgeted=self.config.requests_per_user > 0):
+        if not self.session.admit_user(budgeted=self.config.requests_per_user > 0):
             raise StopUser()
-        if self.config.client_type == "fasthttp" and self.config.drain != "full":
+        if self.config.client_type is ClientType.FASTHTTP and self.config.drain is not Drain.FULL:
             no_reuse()  # a body that came with the headers is already read: close its connection
         if self.config.start_together:
-            self.lab.all_spawned.wait(timeout=START_TOGETHER_TIMEOUT_S)
+            self.session.all_spawned.wait(timeout=START_TOGETHER_TIMEOUT_S)
 
     def on_stop(self) -> None:
         while self._held:
@@ -129,10 +135,10 @@ class LabUser(User):
 
     def _drain(self, response: Any) -> None:
         drain = self.config.drain
-        if drain == "full":
+        if drain is Drain.FULL:
             _ = response.content  # reads to EOF; the connection returns to the pool
             _close_quietly(response)
-        elif drain == "close":
+        elif drain is Drain.CLOSE:
             _close_quietly(response)
         else:
             self._held.append(response)
@@ -140,7 +146,7 @@ class LabUser(User):
                 _close_quietly(self._held.popleft())
 
     def _finish(self) -> None:
-        self.lab.user_finished()
+        self.session.user_finished()
         raise StopUser()
 
 
@@ -155,3 +161,7 @@ def _close_quietly(response: Any) -> None:
                 inner.release()
     except Exception:  # a failed request's response may have nothing to close
         pass
+
+
+# Importing the users (every locustfile does) registers the suite's Locust listeners for them.
+plugin.register(LabUser)

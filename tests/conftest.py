@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from keepalive_lab.netns import can_isolate, in_namespace
 from keepalive_lab.target import TargetProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,27 +71,10 @@ def only_run_folder(run_dir: Path) -> Path | None:
     return folders[0] if folders else None
 
 
-def _netns_available() -> bool:
-    if os.geteuid() != 0:
-        return False
-    try:
-        return subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-NETNS = _netns_available()
+NETNS = can_isolate()
 requires_netns = pytest.mark.skipif(
     not NETNS, reason="needs root and `unshare --net` for a private network namespace (exact socket counts)"
 )
-
-
-def in_netns(cmd: list[str], tw_reuse: int | None = None) -> list[str]:
-    """Wrap ``cmd`` to run in a new private network namespace with loopback up."""
-    setup = "ip link set lo up"
-    if tw_reuse is not None:
-        setup += f" && sysctl -qw net.ipv4.tcp_tw_reuse={tw_reuse}"
-    return ["unshare", "--net", "sh", "-c", f'{setup} && exec "$@"', "sh", *cmd]
 
 
 @pytest.fixture
@@ -105,7 +89,7 @@ def run_locust(tmp_path: Path):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         cmd = locust_command(locustfile, "--headless", "--run-dir", str(run_dir), *args)
         proc = subprocess.run(
-            in_netns(cmd) if isolated else cmd,
+            in_namespace(cmd) if isolated else cmd,
             capture_output=True,
             text=True,
             timeout=timeout_s,

@@ -14,7 +14,8 @@ import threading
 import time
 
 from keepalive_lab import kernel
-from keepalive_lab.sidecar import SOCKET_COLUMNS, NetlinkSampler, PsutilSampler, sample
+from keepalive_lab.schema import SOCKET_STATE_COLUMNS as SOCKET_COLUMNS
+from keepalive_lab.sidecar import NetlinkSampler, PsutilSampler, sample
 
 PORT = 8080
 

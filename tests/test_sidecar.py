@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import in_netns, only_run_folder, requires_netns, start_locust
+from conftest import only_run_folder, requires_netns, start_locust
 
-from keepalive_lab.sidecar import COLUMNS
+from keepalive_lab.netns import in_namespace
+from keepalive_lab.schema import SOCKETS_COLUMNS as COLUMNS
 
 HERE = Path(__file__).resolve().parent
 SIDECAR = [sys.executable, "-m", "keepalive_lab.sidecar"]
@@ -22,7 +23,7 @@ SIDECAR = [sys.executable, "-m", "keepalive_lab.sidecar"]
 
 def scenario(mode: str, n: int) -> dict:
     proc = subprocess.run(
-        in_netns([sys.executable, str(HERE / "sockets_scenario.py"), mode, str(n)], tw_reuse=0),
+        in_namespace([sys.executable, str(HERE / "sockets_scenario.py"), mode, str(n)], tw_reuse=0),
         capture_output=True,
         text=True,
         timeout=60,
@@ -87,7 +88,7 @@ def test_wraps_a_command_and_passes_its_exit_code(tmp_path):
         "raise SystemExit(7)\n"
     )
     cmd = [*SIDECAR, "--port", "9090", "--out", str(out), "--interval", "0.05", "--", sys.executable, "-c", client]
-    proc = subprocess.run(in_netns(cmd), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(in_namespace(cmd), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 7, proc.stderr
     rows = read_rows(out)
     assert len(rows) >= 3

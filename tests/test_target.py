@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from keepalive_lab.target import TargetProcess, parse_mode
+from keepalive_lab.config import TargetMode
+from keepalive_lab.target import TargetProcess
 
 
 def get(conn: http.client.HTTPConnection, path: str = "/", headers: dict | None = None) -> http.client.HTTPResponse:
@@ -150,4 +151,4 @@ def test_bad_arguments_one_line_exit_2(args, needle):
 
 def test_parse_mode_round_trips():
     for text in ("keepalive", "close", "http10", "close-after:3", "idle-timeout:2.5"):
-        assert str(parse_mode(text)) == text
+        assert str(TargetMode.parse(text)) == text

@@ -1,0 +1,502 @@
+"""Every file of a run folder and of a report, defined once: fields, types, units.
+
+A run folder ``RUN_DIR/<UTC timestamp>-<scenario>/`` is the contract between a test and the
+analysis. The writers (the plugin, the sidecar, the target) and the reader (:mod:`analysis`)
+both use the definitions here; :mod:`analysis` imports nothing else from the suite.
+
+``run.json``
+    :class:`RunRecord`: what ran and how it ended.
+``target.json``
+    :class:`TargetCounts`: the embedded target's counters for one test.
+``sockets.csv``
+    :class:`SocketSample`, one row per sample of the sidecar.
+``stats.csv``, ``stats_history.csv``, ``failures.csv``, ``exceptions.csv``, ``locust.html``
+    Locust's own (the columns ``--csv`` writes); :data:`LOCUST_STATS_COLUMNS` and
+    :data:`LOCUST_FAILURES_COLUMNS` are the ones the analysis needs.
+``summary.csv`` (of a report)
+    :data:`SUMMARY_COLUMNS`, one row per run.
+
+Every file except ``sockets.csv`` is written whole (:func:`write_atomic`): a temporary file in the
+same folder, then a rename, so a reader or a crash never sees half a file. ``sockets.csv`` is
+appended and flushed row by row, so a crash loses at most the row being written.
+
+A reader refuses a file that does not fit with :class:`SchemaError`, one line naming the file and
+what is wrong. Fields added after a file was written take their defaults, so older run folders
+still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+
+RUN_JSON = "run.json"
+TARGET_JSON = "target.json"
+SOCKETS_CSV = "sockets.csv"
+STATS_CSV = "stats.csv"
+STATS_HISTORY_CSV = "stats_history.csv"
+FAILURES_CSV = "failures.csv"
+EXCEPTIONS_CSV = "exceptions.csv"
+LOCUST_HTML = "locust.html"
+SUMMARY_CSV = "summary.csv"
+
+
+class SchemaError(ValueError):
+    """A file that does not fit its format; ``str()`` is one line naming the file and the problem."""
+
+
+# -- whole-file writes -----------------------------------------------------------------------
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` whole: temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, whole."""
+    return write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding one object, or SchemaError with one line."""
+    if not path.exists():
+        raise SchemaError(f"{path}: missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SchemaError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SchemaError(f"{path}: cannot be read ({e})") from None
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: not a JSON object")
+    return data
+
+
+# -- typed records ---------------------------------------------------------------------------
+
+_REQUIRED = "required"  # metadata flag: the reader refuses a file without this key
+
+
+def required() -> Any:
+    return field(metadata={_REQUIRED: True})
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """True when a JSON value fits a type hint (int for float is fine; bool is not an int)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return isinstance(value, str)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _nested_type(hint: Any) -> Any:
+    """The dataclass inside ``X | None``, if any."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for h in typing.get_args(hint):
+        if dataclasses.is_dataclass(h):
+            return h
+    return None
+
+
+class Record:
+    """A JSON object with typed fields: ``to_dict()`` writes it, ``from_dict()`` checks and reads it."""
+
+    # Keys whose None value is left out when written (optional details of a nested object).
+    OMIT_NONE: typing.ClassVar[bool] = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, Record):
+                value = value.to_dict()
+            elif isinstance(value, StrEnum):
+                value = str(value)
+            if value is None and self.OMIT_NONE:
+                continue
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> Self:
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name not in data:
+                if f.metadata.get(_REQUIRED):
+                    raise SchemaError(f"{where}: missing key {f.name!r}")
+                continue
+            value, hint = data[f.name], hints[f.name]
+            if not _matches(value, hint):
+                raise SchemaError(f"{where}: {f.name!r} is {type(value).__name__}, not {_hint_name(hint)}")
+            nested = _nested_type(hint)
+            if nested is not None and isinstance(value, dict):
+                value = nested.from_dict(value, f"{where}: {f.name}")
+            values[f.name] = value
+        return cls(**values)
+
+
+def _hint_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_hint_name(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint) or typing.get_origin(hint) is dict:
+        return "an object"
+    return {int: "a whole number", float: "a number", str: "a string", bool: "true or false", list: "a list"}.get(
+        typing.get_origin(hint) or hint, str(hint)
+    )
+
+
+# -- run.json --------------------------------------------------------------------------------
+
+
+class Status(StrEnum):
+    """How a run ended (``running`` while it runs, and forever if Locust was killed)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+@dataclass
+class ClientConnections(Record):
+    """Connections counted at the client's pool, where the client decides (exact against any server).
+
+    ``opened``: ``connect()`` returned. ``closed``: closed by the client. ``discarded``: closed
+    because they came back to a full pool. ``connect_errors``: failed connects, and by errno (as
+    a string key; 99 is EADDRNOTAVAIL). Times are Unix seconds.
+    """
+
+    opened: int = 0
+    closed: int = 0
+    discarded: int = 0
+    connect_errors: int = 0
+    connect_errors_by_errno: dict[str, int] = field(default_factory=dict)
+    first_connect_ts: float | None = None
+    first_addr_not_available_ts: float | None = None
+    opened_before_addr_not_available: int | None = None
+
+    @classmethod
+    def total(cls, parts: list[ClientConnections]) -> ClientConnections:
+        """The sum of several processes' counts (Locust workers); the earliest first times."""
+        out = cls()
+        for part in parts:
+            out.opened += part.opened
+            out.closed += part.closed
+            out.discarded += part.discarded
+            out.connect_errors += part.connect_errors
+            for code, n in part.connect_errors_by_errno.items():
+                out.connect_errors_by_errno[code] = out.connect_errors_by_errno.get(code, 0) + n
+        out.connect_errors_by_errno = dict(sorted(out.connect_errors_by_errno.items()))
+        for key in ("first_connect_ts", "first_addr_not_available_ts"):
+            stamps = [getattr(p, key) for p in parts if getattr(p, key) is not None]
+            setattr(out, key, min(stamps) if stamps else None)
+        before = [p.opened_before_addr_not_available for p in parts if p.opened_before_addr_not_available]
+        out.opened_before_addr_not_available = sum(before) if before else None
+        return out
+
+    @property
+    def addr_not_available(self) -> int:
+        return self.connect_errors_by_errno.get("99", 0)
+
+
+@dataclass
+class KernelFacts(Record):
+    """The kernel's settings a run depends on (per network namespace), and its counters at the start."""
+
+    ip_local_port_range: list[int] = field(default_factory=lambda: [32768, 60999])
+    port_range: int = 28232
+    tcp_tw_reuse: int | None = None
+    hostname: str = ""
+    isolated: bool = False  # the run had a private network namespace: loopback was its only interface
+    baseline: dict[str, int] | None = None
+
+
+@dataclass
+class TargetInfo(Record):
+    """The server the run loaded: the embedded target (with its settings), a real peer, or the user's host."""
+
+    OMIT_NONE = True
+
+    embedded: bool = False
+    url: str | None = None
+    mode: str | None = None
+    delay_ms: int | None = None
+    body_bytes: int | None = None
+    peer: str | None = None
+    peer_note: str | None = None
+
+
+@dataclass
+class LocustOptions(Record):
+    """Locust's own options of the run, and the command line."""
+
+    num_users: int | None = None
+    spawn_rate: float | None = None
+    run_time: int | None = None
+    headless: bool = False
+    processes: int | None = None
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SidecarState(Record):
+    """``off``, ``running`` (while the test runs), ``ok``, or ``failed`` with its ``error``."""
+
+    OMIT_NONE = True
+
+    status: str = "off"
+    exit_code: int | None = None
+    error: str | None = None
+    rows: int | None = None
+    interval_s: float | None = None
+    port: int | None = None
+
+
+@dataclass(kw_only=True)
+class RunRecord(Record):
+    """``run.json``: what ran, where, and how it ended. Written at the start (``running``) and at the end."""
+
+    scenario: str = required()
+    locustfile: str | None = None
+    user_class: str | None = None
+    user_classes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = required()
+    settings_by_user_class: dict[str, Any] | None = None
+    locust_options: LocustOptions = field(default_factory=LocustOptions)
+    host: str | None = None
+    target: TargetInfo = field(default_factory=TargetInfo)
+    kernel: KernelFacts = required()
+    versions: dict[str, str] = field(default_factory=dict)
+    start: str = required()
+    end: str | None = None
+    duration_s: float | None = None
+    status: Status = required()
+    status_reason: str = ""
+    client_connections: ClientConnections | None = None
+    requests: int | None = None
+    failures: int | None = None
+    target_connections_accepted: int | None = None
+    sidecar: SidecarState = field(default_factory=SidecarState)
+
+    def write(self, folder: Path) -> Path:
+        return write_json_atomic(folder / RUN_JSON, self.to_dict())
+
+    @classmethod
+    def read(cls, folder: Path) -> RunRecord:
+        path = folder / RUN_JSON
+        record = cls.from_dict(read_json_object(path), str(path))
+        if record.status not in set(Status):
+            raise SchemaError(f"{path}: status {record.status!r} is not one of: {', '.join(Status)}")
+        record.status = Status(record.status)
+        return record
+
+
+RUN_JSON_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunRecord))
+
+
+# -- target.json -----------------------------------------------------------------------------
+
+COUNTER_FIELDS = ("connections_accepted", "requests", "closed_by", "open_connections", "requests_per_connection")
+
+
+@dataclass(kw_only=True)
+class TargetCounts(Record):
+    """The embedded target's exact counts (``target.json``, and its ``/_stats`` answer).
+
+    ``closed_by``: who closed each finished connection, ``client``, ``server`` or ``client_reset``
+    (the side that closes first with a FIN holds the TIME_WAIT; a reset leaves none).
+    ``requests_per_connection``: ``{"requests on one connection": connections}``.
+    """
+
+    connections_accepted: int = required()
+    requests: int = required()
+    closed_by: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0, "client_reset": 0})
+    open_connections: int = 0
+    requests_per_connection: dict[str, int] = field(default_factory=dict)
+    mode: str | None = None
+    url: str | None = None
+
+    def minus(self, base: TargetCounts | None) -> TargetCounts:
+        """This test's counts: these cumulative counts less ``base``, taken when the test started."""
+        if base is None:
+            return dataclasses.replace(self)
+        per = {k: v - base.requests_per_connection.get(k, 0) for k, v in self.requests_per_connection.items()}
+        return TargetCounts(
+            connections_accepted=self.connections_accepted - base.connections_accepted,
+            requests=self.requests - base.requests,
+            closed_by={k: v - base.closed_by.get(k, 0) for k, v in self.closed_by.items()},
+            open_connections=self.open_connections,
+            requests_per_connection={k: v for k, v in per.items() if v},
+            mode=self.mode,
+            url=self.url,
+        )
+
+    def write(self, folder: Path) -> Path:
+        return write_json_atomic(folder / TARGET_JSON, self.to_dict())
+
+    @classmethod
+    def read(cls, folder: Path) -> TargetCounts:
+        path = folder / TARGET_JSON
+        return cls.from_dict(read_json_object(path), str(path))
+
+
+# -- sockets.csv -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SocketSample:
+    """One row of ``sockets.csv``: the sockets with the target port on either end, and kernel counters.
+
+    ``ts``: Unix time, seconds. ``host``: hostname. ``client_*``: sockets whose *remote* port is
+    the target port, by state. ``server_*``: sockets whose *local* port is the target port
+    (listening sockets excluded). ``ports_in_use``: distinct local ports of client-side sockets,
+    any state (a TIME_WAIT socket holds its port for 60 s). ``port_range``: the size of
+    ``net.ipv4.ip_local_port_range``. ``active_opens``, ``passive_opens``, ``attempt_fails``,
+    ``estab_resets``: cumulative ``Tcp:`` counters of /proc/net/snmp (whole namespace).
+    ``tw_total``: TIME_WAIT sockets of the namespace (/proc/net/sockstat). ``sample_ms``: what
+    the sample cost, milliseconds.
+    """
+
+    ts: float
+    host: str
+    client_established: int
+    client_time_wait: int
+    client_close_wait: int
+    client_other: int
+    server_established: int
+    server_time_wait: int
+    server_close_wait: int
+    server_other: int
+    ports_in_use: int
+    port_range: int
+    active_opens: int
+    passive_opens: int
+    attempt_fails: int
+    estab_resets: int
+    tw_total: int
+    sample_ms: float
+
+    def row(self) -> list[Any]:
+        return [getattr(self, name) for name in SOCKETS_COLUMNS]
+
+
+SOCKETS_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SocketSample))
+SOCKET_STATE_COLUMNS = SOCKETS_COLUMNS[2:11]  # the socket counts, which every sampler must agree on
+SOCKETS_DTYPES: dict[str, str] = {
+    f.name: {"float": "float64", "int": "int64", "str": "string"}[str(f.type)] for f in dataclasses.fields(SocketSample)
+}
+
+
+# -- Locust's CSV files (their columns are Locust's; these are the ones the analysis reads) ----
+
+LOCUST_STATS_COLUMNS = ("Name", "Request Count", "Failure Count", "Requests/s", "50%", "95%", "99%")
+LOCUST_FAILURES_COLUMNS = ("Method", "Name", "Error", "Occurrences")
+
+
+# -- summary.csv -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a report file: its name, its kind (``id``, ``text``, ``number``) and its meaning."""
+
+    name: str
+    kind: str
+    meaning: str
+
+
+SUMMARY: tuple[Column, ...] = (
+    Column("run_id", "id", "the run folder's name: UTC start time and scenario"),
+    Column("scenario", "text", "the scenario name (the gate's rules match it)"),
+    Column("status", "text", "completed, interrupted or failed"),
+    Column("requests", "number", "requests made (Locust's Aggregated row)"),
+    Column("failures", "number", "requests that failed (Locust's Aggregated row)"),
+    Column("rps", "number", "requests per second (Locust's Aggregated row)"),
+    Column("p50_ms", "number", "median response time, ms"),
+    Column("p95_ms", "number", "95th percentile response time, ms"),
+    Column("p99_ms", "number", "99th percentile response time, ms"),
+    Column(
+        "connections_opened",
+        "number",
+        "the best exact count: the target's accept count, else the client pool's, else the active_opens "
+        "delta of an isolated run",
+    ),
+    Column("connections_source", "text", "where connections_opened comes from: target, client or kernel"),
+    Column("connections_per_request", "number", "connections_opened / requests; reuse is 1 minus it"),
+    Column("churn_per_s", "number", "connections opened per second of the run"),
+    Column("peak_client_time_wait", "number", "peak client-side TIME_WAIT sockets over sockets.csv"),
+    Column("peak_server_time_wait", "number", "peak server-side TIME_WAIT sockets over sockets.csv"),
+    Column("peak_ports_in_use", "number", "peak distinct local ports of client-side sockets"),
+    Column("port_range", "number", "size of net.ipv4.ip_local_port_range, ports"),
+    Column("peak_port_use_pct", "number", "100 x peak_ports_in_use / port_range, %"),
+    Column("projected_port_use_pct", "number", "100 x churn_per_s x 60 / port_range, %: steady state with no reuse"),
+    Column(
+        "seconds_to_exhaustion", "number", "port_range / churn_per_s when the projection is >= 100 %, else empty, s"
+    ),
+    Column(
+        "server_time_wait_pct",
+        "number",
+        "the server's share of TIME_WAIT, 100 x server / (server + client) at their peaks, %",
+    ),
+    Column("addr_not_available_errors", "number", "failures with errno 99 (EADDRNOTAVAIL)"),
+    Column(
+        "connection_errors",
+        "number",
+        "failures on a connection the server had closed (RemoteDisconnected, ConnectionResetError, broken pipe)",
+    ),
+    Column(
+        "observed_seconds_to_exhaustion",
+        "number",
+        "seconds from the client's first connection to its first errno 99, when it ran out of ports, s",
+    ),
+    Column("connections_before_exhaustion", "number", "connections the client had opened by its first errno 99"),
+    Column("projection_error_pct", "number", "100 x |seconds_to_exhaustion - observed| / observed, %"),
+    Column("duration_s", "number", "the run's length, s"),
+    Column("start", "text", "the run's start, ISO 8601 UTC"),
+)
+SUMMARY_COLUMNS: tuple[str, ...] = tuple(c.name for c in SUMMARY)
+SUMMARY_NUMERIC: tuple[str, ...] = tuple(c.name for c in SUMMARY if c.kind == "number")

@@ -1,0 +1,181 @@
+"""The suite's state in one Locust process (local, master or worker), held on its Environment.
+
+A :class:`Session` resolves the scenario's settings at each test start, hands users their pools,
+keeps the client-side connection counts, ends the test when every user has spent its
+``--requests-per-user`` budget, and opens and finishes the run folder (in the process that writes
+it). :func:`session_of` finds an Environment's session.
+"""
+
+from __future__ import annotations
+
+from locust.runners import STATE_STOPPED
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+
+from keepalive_lab import locust_compat
+from keepalive_lab.clients import close_pool, make_pool
+from keepalive_lab.clients.counts import ConnectionCounts
+from keepalive_lab.config import ConfigError, PoolScope, ScenarioConfig
+from keepalive_lab.options import resolve
+from keepalive_lab.run import Run
+from keepalive_lab.schema import ClientConnections
+from keepalive_lab.servers import Servers
+from keepalive_lab.workers import WorkerLink
+
+log = logging.getLogger("keepalive_lab")
+INTERRUPTED_GREENLET = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
+
+
+class Session:
+    """The plugin's state for one Environment; ``user_classes`` are the scenario classes it measures."""
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
+        self.user_classes: list[type] = []
+        self.configs: dict[type, ScenarioConfig] = {}
+        self.servers = Servers()
+        self.run: Run | None = None
+        self.counts = ConnectionCounts()
+        self.link = WorkerLink(environment.runner, self.count_done)
+        self.shared_pools: dict[type, Any] = {}
+        self.all_spawned = gevent.event.Event()
+        self.users_done = 0
+        self.users_started = 0
+
+    # -- roles -------------------------------------------------------------------------------
+    @property
+    def runs_users(self) -> bool:
+        return not self.link.is_master
+
+    @property
+    def writes_runs(self) -> bool:
+        return not self.link.is_worker
+
+    # -- settings ----------------------------------------------------------------------------
+    def resolve_configs(self) -> dict[type, ScenarioConfig]:
+        """Settings for each scenario class, from the options and the class attributes; ConfigError if bad."""
+        opts = self.environment.parsed_options
+        scenario = Path(getattr(opts, "locustfile", "") or "scenario").stem
+        self.configs = {c: resolve(c, opts, scenario) for c in self.user_classes}
+        return self.configs
+
+    def config_for(self, user_class: type) -> ScenarioConfig:
+        if user_class not in self.configs:
+            self.resolve_configs()
+        return self.configs[user_class]
+
+    def start_server(self) -> None:
+        """No ``--host``: start the embedded target or the peer, and load it."""
+        self.environment.host = self.servers.start(next(iter(self.configs.values())))
+
+    # -- clients -----------------------------------------------------------------------------
+    def pool_for(self, user_class: type, cfg: ScenarioConfig) -> tuple[Any, bool]:
+        """The pool a new user gets, and whether the user owns it (``user`` scope)."""
+        if cfg.pool_scope is PoolScope.USER:
+            return make_pool(cfg, self.counts), True
+        if user_class not in self.shared_pools:
+            self.shared_pools[user_class] = make_pool(cfg, self.counts)
+        return self.shared_pools[user_class], False
+
+    def close_shared_pools(self) -> None:
+        for pool in self.shared_pools.values():
+            close_pool(pool)
+        self.shared_pools.clear()
+
+    def connection_totals(self) -> ClientConnections:
+        parts = list(self.link.counts_by_worker.values())
+        if self.runs_users:
+            parts.append(self.counts.snapshot())
+        return ClientConnections.total(parts)
+
+    # -- finishing on --requests-per-user ----------------------------------------------------
+    def admit_user(self, budgeted: bool) -> bool:
+        """False for a user that only replaces one that spent its --requests-per-user budget.
+
+        While it ramps up, Locust spawns a new user for each one that has stopped, so without
+        this a short budget would be spent again, and a run would make more requests than
+        users x budget.
+        """
+        runner = self.environment.runner
+        self.users_started += 1
+        if not budgeted or runner is None or self.link.is_worker:
+            return True
+        return self.users_started <= locust_compat.target_user_count(runner)
+
+    def user_finished(self) -> None:
+        if self.link.is_worker:
+            self.link.user_done()
+        else:
+            self.count_done(1)
+
+    def count_done(self, n: int) -> None:
+        self.users_done += n
+        runner = self.environment.runner
+        if runner is not None and self.users_done >= locust_compat.target_user_count(runner) > 0:
+            log.info("every user made its --requests-per-user requests; ending the test")
+            gevent.spawn(self.end_test)
+
+    def end_test(self) -> None:
+        """Stop the test the way Locust's --run-time does: quit when headless, else stop."""
+        runner = self.environment.runner
+        if runner is None or runner.state == STATE_STOPPED:
+            return
+        if getattr(self.environment.parsed_options, "headless", False) or self.environment.web_ui is None:
+            runner.quit()
+        else:
+            runner.stop()
+
+    # -- the test's life ---------------------------------------------------------------------
+    def on_test_start(self) -> None:
+        if self.runs_users:
+            self.counts = ConnectionCounts()
+            self.users_done = 0
+            self.users_started = 0
+            self.all_spawned.clear()
+            self.close_shared_pools()
+        self.link.reset()
+        try:
+            configs = self.resolve_configs()
+        except ConfigError as e:  # only reachable from the web UI; the CLI was checked at init
+            log.error("%s", e)
+            gevent.spawn(self.environment.runner.stop)
+            return
+        if self.writes_runs and configs:
+            url = self.servers.restart_if_changed(next(iter(configs.values())), self.environment.host)
+            if url is not None:
+                self.environment.host = url
+            self.run = Run(self.environment, configs, self.servers, self.end_test, self.connection_totals)
+
+    def on_test_stop(self) -> None:
+        if self.runs_users:
+            self.close_shared_pools()
+        if self.link.is_master and self.run is not None:
+            self.link.collect()
+        if self.run is not None:
+            run, self.run = self.run, None
+            run.finish()
+
+    def on_quitting(self) -> None:
+        """Ctrl-C, SIGTERM, or a crashed greenlet: finish the running test's folder, marked interrupted."""
+        if self.run is None:
+            return
+        if locust_compat.greenlet_crashed() and not self.run.failed_reason:
+            self.run.failed_reason = INTERRUPTED_GREENLET
+        self.run.interrupted = True
+        if self.environment.runner is not None:
+            self.environment.runner.stop()
+        if self.run is not None:  # the runner had nothing to stop
+            self.on_test_stop()
+
+
+def session_of(environment: Any) -> Session:
+    """The Environment's session, made on first use."""
+    session = getattr(environment, "keepalive_lab", None)
+    if session is None:
+        session = environment.keepalive_lab = Session(environment)
+    return session

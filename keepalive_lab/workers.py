@@ -1,0 +1,97 @@
+"""The master/worker messages of the suite, in one place.
+
+With ``--processes`` or ``--master``/``--worker``, users run in workers. Each worker counts its
+own connections and sends them with every stats report (``report_to_master``, under
+:data:`REPORT_KEY`); the master keeps the last counts of each worker. The suite adds three
+custom messages (``runner.register_message``):
+
+``keepalive_lab_user_done`` (worker → master)
+    a user has made its ``--requests-per-user`` requests; the master ends the test when all have.
+``keepalive_lab_flush`` (master → worker)
+    send your stats report now: the master is about to write the run folder.
+``keepalive_lab_flushed`` (worker → master)
+    sent.
+"""
+
+from __future__ import annotations
+
+from locust.runners import MasterRunner, WorkerRunner
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from keepalive_lab import locust_compat
+from keepalive_lab.clients.counts import ConnectionCounts
+from keepalive_lab.schema import ClientConnections
+
+MSG_USER_DONE = "keepalive_lab_user_done"
+MSG_FLUSH = "keepalive_lab_flush"
+MSG_FLUSHED = "keepalive_lab_flushed"
+REPORT_KEY = "keepalive_lab_connections"
+STOP_TIMEOUT_S = 10.0
+
+
+class WorkerLink:
+    """One Locust process's side of the messages: a master, a worker, or neither (local runner)."""
+
+    def __init__(self, runner: Any, on_users_done: Callable[[int], None]) -> None:
+        self.runner = runner
+        self.counts_by_worker: dict[str, ClientConnections] = {}
+        self.flushed: set[str] = set()  # workers that answered the last MSG_FLUSH
+        if isinstance(runner, MasterRunner):
+            runner.register_message(MSG_USER_DONE, lambda msg, **_: on_users_done(int(msg.data["count"])))
+            runner.register_message(MSG_FLUSHED, lambda msg, **_: self.flushed.add(msg.node_id))
+        elif isinstance(runner, WorkerRunner):
+            runner.register_message(MSG_FLUSH, self._flush)
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.runner, WorkerRunner)
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.runner, MasterRunner)
+
+    def _flush(self, _msg: Any, **_: Any) -> None:
+        locust_compat.send_stats_now(self.runner)  # the stats message carries this worker's counts
+        self.runner.send_message(MSG_FLUSHED, {})
+
+    def user_done(self) -> None:
+        """A worker's user spent its budget: tell the master."""
+        self.runner.send_message(MSG_USER_DONE, {"count": 1})
+
+    @staticmethod
+    def add_counts(data: dict[str, Any], counts: ConnectionCounts) -> None:
+        """``report_to_master``: this worker's counts go with its stats report."""
+        data[REPORT_KEY] = counts.snapshot().to_dict()
+
+    def take_counts(self, client_id: str, data: dict[str, Any]) -> None:
+        """``worker_report``: keep the worker's latest counts."""
+        if REPORT_KEY in data:
+            self.counts_by_worker[client_id] = ClientConnections.from_dict(data[REPORT_KEY], f"worker {client_id}")
+
+    def reset(self) -> None:
+        self.counts_by_worker.clear()
+
+    def collect(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Make the workers stop their users and send their final stats (and connection counts).
+
+        Locust's quit path (``-t``, Ctrl-C, the end of the request budget) fires test_stop on the
+        master before the workers have been told anything; the run folder needs their last report.
+        """
+        runner = self.runner
+        deadline = time.monotonic() + timeout_s
+        if runner.user_count > 0:
+            locust_compat.stop_worker_users(runner)
+            while runner.user_count > 0 and time.monotonic() < deadline:
+                gevent.sleep(0.05)
+        # Workers report stats on a timer; ask each for its report now, and wait for the answers.
+        workers = locust_compat.worker_ids(runner)
+        self.flushed.clear()
+        for worker in workers:
+            runner.send_message(MSG_FLUSH, {}, client_id=worker)
+        while not set(workers) <= self.flushed and time.monotonic() < deadline:
+            gevent.sleep(0.05)
