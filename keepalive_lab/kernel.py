@@ -10,6 +10,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from keepalive_lab.netns import namespace_of
+
 PROC_NET = Path("/proc/net")
 PROC_SYS = Path("/proc/sys/net/ipv4")
 DEFAULT_PORT_RANGE = (32768, 60999)
@@ -94,6 +96,7 @@ def facts() -> dict[str, Any]:
         "tcp_tw_reuse": tw_reuse(),
         "hostname": socket.gethostname(),
         "isolated": netns_isolated(),
+        "netns_id": namespace_of(),
     }
 
 

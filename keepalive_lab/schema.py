@@ -252,6 +252,7 @@ class KernelFacts(Record):
     tcp_tw_reuse: int | None = None
     hostname: str = ""
     isolated: bool = False  # the run had a private network namespace: loopback was its only interface
+    netns_id: int | None = None  # the network namespace's inode number (/proc/self/ns/net)
     baseline: dict[str, int] | None = None
 
 

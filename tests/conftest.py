@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +49,37 @@ def locust_command(locustfile: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILES / locustfile), *args]
 
 
-def start_locust(tmp_path: Path, locustfile: str, *args: str, wait_for: str = "run.json") -> tuple[Any, Path]:
-    """Start a headless locust in its own process group; return once its run folder has ``wait_for``."""
-    import time
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    """Poll ``condition`` until it returns something true, and return that; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    pytest.fail(f"waited {timeout_s:g} s for {what}")
 
+
+def socket_rows(path: Path) -> list[dict[str, str]]:
+    """The whole rows of a sockets.csv written so far (empty while it does not exist)."""
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+    whole = [line for line in lines if line.endswith("\n")]
+    return list(csv.DictReader(whole))
+
+
+def in_sockets_csv(
+    run_dir: Path, condition: Callable[[dict[str, str]], Any], pattern: str = "*/sockets.csv"
+) -> Callable[[], bool]:
+    """A condition for :func:`wait_for`: some row of a sockets.csv under ``run_dir`` satisfies ``condition``."""
+    return lambda: any(condition(row) for path in run_dir.glob(pattern) for row in socket_rows(path))
+
+
+def start_locust(tmp_path: Path, locustfile: str, *args: str) -> tuple[Any, Path]:
+    """Start a headless locust in its own process group; return once its test is under way: the
+    sidecar's sockets.csv shows the client's connection established."""
     run_dir = tmp_path / "runs"
     proc = subprocess.Popen(
         locust_command(locustfile, "--headless", "--run-dir", str(run_dir), *args),
@@ -59,9 +89,7 @@ def start_locust(tmp_path: Path, locustfile: str, *args: str, wait_for: str = "r
         cwd=tmp_path,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(run_dir.glob(f"*/{wait_for}")):
-        time.sleep(0.05)
+    wait_for(in_sockets_csv(run_dir, lambda row: int(row["client_established"]) >= 1), "the first connection")
     return proc, run_dir
 
 

@@ -7,18 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
-from conftest import LOCUSTFILES, NETNS, ROOT
+from conftest import LOCUSTFILES, NETNS, ROOT, wait_for
+
+from keepalive_lab.netns import namespace_of, processes_in
 
 LAB = [sys.executable, "-m", "keepalive_lab.lab"]
 requires_lab = pytest.mark.skipif(not NETNS, reason="the lab needs root and `unshare --net`")
-
-
-def net_namespaces() -> int:
-    return len(subprocess.run(["lsns", "-t", "net", "-n"], capture_output=True, text=True).stdout.splitlines())
 
 
 def lab_locust(tmp_path, *args, port_range="40000-40499", tw_reuse="0"):
@@ -29,9 +26,16 @@ def lab_locust(tmp_path, *args, port_range="40000-40499", tw_reuse="0"):
     return proc, run
 
 
+def ours(tmp_path) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+
+
+def namespace_gone(namespace: int) -> None:
+    wait_for(lambda: not processes_in(namespace), f"network namespace {namespace} to be gone", timeout_s=5)
+
+
 @requires_lab
 def test_500_port_range_runs_out_after_about_500_connections(tmp_path):
-    before = net_namespaces()
     proc, run = lab_locust(tmp_path)
     assert run["kernel"]["ip_local_port_range"] == [40000, 40499] and run["kernel"]["tcp_tw_reuse"] == 0
     assert run["kernel"]["isolated"] is True
@@ -42,8 +46,9 @@ def test_500_port_range_runs_out_after_about_500_connections(tmp_path):
     assert conns["first_addr_not_available_ts"] - conns["first_connect_ts"] < 10
     failures = (next((tmp_path / "runs").glob("*/failures.csv"))).read_text()
     assert "Cannot assign requested address" in failures  # its own failure row
-    assert net_namespaces() == before
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert run["kernel"]["netns_id"] != namespace_of()
+    namespace_gone(run["kernel"]["netns_id"])
+    assert ours(tmp_path) == []
 
 
 @requires_lab
@@ -66,19 +71,20 @@ def test_passes_the_exit_code_and_sets_the_namespace():
 
 @requires_lab
 def test_ctrl_c_and_a_crashing_command_leave_nothing_behind(tmp_path):
-    before = net_namespaces()
     marker = f"sleep 300 # {tmp_path}"
     proc = subprocess.Popen([*LAB, "--", "sh", "-c", f"{marker} & sleep 300"], start_new_session=True)
-    time.sleep(1.0)
-    assert net_namespaces() == before + 1
+    shell = wait_for(lambda: [p for p in ours(tmp_path) if p.info["cmdline"][0] == "sh"], "the command")[0]
+    namespace = namespace_of(shell.pid)
+    assert namespace is not None and namespace != namespace_of()
+    assert len(processes_in(namespace)) >= 3  # unshare's child shell, the command, its background sleep
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=30)
-    time.sleep(0.3)
-    assert net_namespaces() == before
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
-    crash = subprocess.run([*LAB, "--", sys.executable, "-c", "import os; os.abort()"], timeout=60)
+    namespace_gone(namespace)
+    assert ours(tmp_path) == []
+    script = "import os; print(os.stat('/proc/self/ns/net').st_ino, flush=True); os.abort()"
+    crash = subprocess.run([*LAB, "--", sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert crash.returncode == 128 + signal.SIGABRT
-    assert net_namespaces() == before
+    namespace_gone(int(crash.stdout))
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import NETNS, ROOT
+from conftest import NETNS, ROOT, in_sockets_csv, wait_for
+
+from keepalive_lab.netns import namespace_of, processes_in
 
 MATRIX = [sys.executable, "-m", "keepalive_lab.matrix"]
 
@@ -141,23 +142,23 @@ def stray(tag: str) -> list[str]:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
-def net_namespaces() -> int:
-    out = subprocess.run(["lsns", "-t", "net", "-n"], capture_output=True, text=True).stdout
-    return len(out.splitlines())
-
-
 def test_ctrl_c_stops_the_run_leaves_nothing_and_still_reports(tmp_path):
     text = TWO.replace('think-time = "0.02"', 'think-time = "1"')
-    namespaces_before = net_namespaces()
     cmd = [*MATRIX, str(write(tmp_path, text)), "--run-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list((tmp_path / "runs").glob("matrix-*/*/*/sockets.csv")):
-        time.sleep(0.1)
-    time.sleep(1.5)
-    tree = psutil.Process(proc.pid).children(recursive=True)
-    names = " ".join(" ".join(p.cmdline()) for p in tree)
-    assert "locust" in names and "keepalive_lab.target" in names and "keepalive_lab.sidecar" in names
+    first = in_sockets_csv(tmp_path / "runs", lambda r: int(r["client_established"]), "matrix-*/seq-full/*/sockets.csv")
+    wait_for(first, "the first scenario's connection")
+
+    def helpers() -> list[psutil.Process] | None:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in tree)
+        wanted = ("locust", "keepalive_lab.target", "keepalive_lab.sidecar")
+        return tree if all(name in names for name in wanted) else None
+
+    tree = wait_for(helpers, "locust, its target and its sidecar")
+    own = namespace_of()
+    namespaces = {ns for p in tree if (ns := namespace_of(p.pid)) is not None and ns != own}
+    assert len(namespaces) == (1 if NETNS else 0)  # the scenario's private namespace, when root
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
@@ -168,4 +169,4 @@ def test_ctrl_c_stops_the_run_leaves_nothing_and_still_reports(tmp_path):
     gone, alive = psutil.wait_procs(tree, timeout=3)
     assert alive == []  # locust, its target and its sidecar (and unshare's shell) all ended
     assert stray(str(tmp_path)) == []
-    assert net_namespaces() == namespaces_before
+    assert [pid for ns in namespaces for pid in processes_in(ns)] == []  # its namespace is gone

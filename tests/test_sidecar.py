@@ -80,18 +80,23 @@ def test_netlink_and_psutil_give_identical_rows(mode):
 @requires_netns
 def test_wraps_a_command_and_passes_its_exit_code(tmp_path):
     out = tmp_path / "s.csv"
+    # The client holds 5 connections open until the sidecar has sampled them, then exits 7.
     client = (
-        "import socket, time\n"
+        "import socket, sys, time\n"
         "srv = socket.socket(); srv.bind(('127.0.0.1', 9090)); srv.listen(16)\n"
         "cs = [socket.create_connection(('127.0.0.1', 9090)) for _ in range(5)]\n"
-        "time.sleep(0.3)\n"
+        "deadline = time.monotonic() + 20\n"
+        "while ',5,' not in open(sys.argv[1]).read() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
         "raise SystemExit(7)\n"
     )
-    cmd = [*SIDECAR, "--port", "9090", "--out", str(out), "--interval", "0.05", "--", sys.executable, "-c", client]
+    cmd = [*SIDECAR, "--port", "9090", "--out", str(out), "--interval", "0.05", "--", sys.executable, "-c", client,
+           str(out)]  # fmt: skip
     proc = subprocess.run(in_namespace(cmd), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 7, proc.stderr
     rows = read_rows(out)
     assert len(rows) >= 3
+    assert [int(r["client_established"]) for r in rows].count(5) >= 1
     assert max(int(r["client_established"]) for r in rows) == 5
     assert int(rows[-1]["client_established"]) == 0  # the last sample follows the command's exit
     assert int(rows[-1]["active_opens"]) - int(rows[0]["active_opens"]) == 5
@@ -197,9 +202,30 @@ def test_no_sidecar_option(run_locust):
     assert r.run["sidecar"] == {"status": "off"}
 
 
+def test_no_sidecar_class_attribute(tmp_path):
+    locustfile = tmp_path / "quiet.py"
+    locustfile.write_text(
+        "from locust import task\n"
+        "from keepalive_lab.users import LabUser\n\n"
+        "class QuietUser(LabUser):\n"
+        "    no_sidecar = True\n"
+        "    requests_per_user = 2\n\n"
+        "    @task\n"
+        "    def get(self):\n"
+        "        self.fetch()\n"
+    )
+    run_dir = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--run-dir", str(run_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    folder = only_run_folder(run_dir)
+    run = json.loads((folder / "run.json").read_text())
+    assert run["settings"]["no_sidecar"] is True and run["sidecar"] == {"status": "off"}
+    assert not (folder / "sockets.csv").exists()
+
+
 def test_a_failing_sidecar_does_not_stop_the_test(tmp_path):
-    proc, run_dir = start_locust(tmp_path, "sequential.py", "--think-time", "0.3", wait_for="sockets.csv")
-    time.sleep(0.5)
+    proc, run_dir = start_locust(tmp_path, "sequential.py", "--think-time", "0.3")
     assert subprocess.run(["pkill", "-KILL", "-f", f"keepalive_lab.sidecar.*--parent-pid {proc.pid}"]).returncode == 0
     out, _ = proc.communicate(timeout=60)
     run = json.loads((only_run_folder(run_dir) / "run.json").read_text())

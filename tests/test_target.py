@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from keepalive_lab.config import TargetMode
@@ -103,12 +104,14 @@ def test_stats_request_and_its_connection_are_not_counted():
         for _ in range(3):
             t.stats()
         conn = http.client.HTTPConnection("127.0.0.1", t.port)
-        assert json.loads(get(conn, "/_stats").read() or b"null") is None  # body consumed by get()
-        get(conn, "/_stats")
+        conn.request("GET", "/_stats")
+        on_target_port = json.loads(conn.getresponse().read())
+        get(conn, "/")  # a counted request on the same connection: now the connection counts
         conn.close()
-        stats = t.stats()
-    assert stats["connections_accepted"] == 0
-    assert stats["requests"] == 0
+        stats = settle(t)
+    assert on_target_port["connections_accepted"] == 0 and on_target_port["requests"] == 0
+    assert stats["connections_accepted"] == 1
+    assert stats["requests"] == 1
 
 
 def test_delay_and_body_size(tmp_path):
@@ -128,7 +131,13 @@ def test_delay_and_body_size(tmp_path):
 
 def test_binds_loopback_only():
     with TargetProcess("keepalive") as t:
-        assert t.url.startswith("http://127.0.0.1:")
+        control_port = int(t.control_url.rsplit(":", 1)[1].split("/")[0])
+        listeners = {
+            c.laddr.port: c.laddr.ip
+            for c in psutil.Process(t.proc.pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+    assert listeners == {t.port: "127.0.0.1", control_port: "127.0.0.1"}
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,15 @@ from geventhttpclient.connectionpool import ConnectionPool
 
 from keepalive_lab.clients.counts import ConnectionCounts
 
+TAKEN_FROM = "2.6.1"
+# (module, dotted attribute): the private names used below, as of geventhttpclient TAKEN_FROM;
+# HTTPClient._connection_pool is an attribute of each instance.
+PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("geventhttpclient.client", "HTTPClient()._connection_pool"),
+    ("geventhttpclient.connectionpool", "ConnectionPool._create_tcp_socket"),
+    ("geventhttpclient.connectionpool", "ConnectionPool._connect_socket"),
+)
+
 
 class _CountingSocket(gevent.socket.socket):
     """A gevent socket that counts its own close() once, when it was connected."""

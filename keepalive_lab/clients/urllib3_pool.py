@@ -20,6 +20,13 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from keepalive_lab.clients.counts import ConnectionCounts
 
+TAKEN_FROM = "2.8.0"
+# (module, dotted attribute): the private names overridden below, as of urllib3 TAKEN_FROM.
+PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("urllib3.connectionpool", "HTTPConnectionPool._get_conn"),
+    ("urllib3.connectionpool", "HTTPConnectionPool._put_conn"),
+)
+
 # How long a caller waits for a connection of a full blocking pool before its request fails.
 # It keeps a mistake (drain none with a blocking pool) from hanging a test forever.
 POOL_WAIT_S = 10.0
