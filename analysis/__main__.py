@@ -21,10 +21,10 @@ from analysis.compare import verdicts
 from analysis.load import Loaded, find_run_dirs, load_runs
 from analysis.metrics import summarize
 from analysis.render import PLOTLY_JS, render_html
-from keepalive_lab.schema import SUMMARY_CSV, write_atomic
+from keepalive_lab.schema import REPORT_DIR, RUN_DIR, SUMMARY_CSV, write_atomic
 
-DEFAULT_RUNS = Path("runs")
-DEFAULT_OUT = Path("reports")
+DEFAULT_RUNS = Path(RUN_DIR)
+DEFAULT_OUT = Path(REPORT_DIR)
 
 
 def _usage_error(parser: argparse.ArgumentParser, message: str) -> None:

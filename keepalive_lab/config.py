@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from keepalive_lab.schema import RUN_DIR
+
 
 class ConfigError(ValueError):
     """A bad option value or combination; ``str()`` is the one line shown to the user."""
@@ -134,7 +136,7 @@ class ScenarioConfig:
     target_body_bytes: int = 11
     sample_interval_s: float = 0.25
     no_sidecar: bool = False
-    run_dir: str = "runs"
+    run_dir: str = RUN_DIR
     start_together: bool = False
     default_users: int | None = None
 

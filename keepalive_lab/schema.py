@@ -38,6 +38,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
 
+RUN_DIR = "runs"  # where run folders go unless told otherwise
+REPORT_DIR = "reports"  # where a report goes unless told otherwise
 RUN_JSON = "run.json"
 TARGET_JSON = "target.json"
 SOCKETS_CSV = "sockets.csv"

@@ -33,11 +33,12 @@ from typing import IO, Protocol
 
 from keepalive_lab import kernel
 from keepalive_lab.cli import one_line_errors
+from keepalive_lab.config import DEFAULTS
 from keepalive_lab.netns import die_with_parent, exit_code, managed_child, terminate, watch_parent
 from keepalive_lab.schema import SOCKETS_COLUMNS, SidecarState, SocketSample
 
 METHODS = ("auto", "netlink", "psutil")
-DEFAULT_INTERVAL_S = 0.25
+DEFAULT_INTERVAL_S = DEFAULTS.sample_interval_s
 
 
 class Sampler(Protocol):

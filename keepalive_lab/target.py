@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from keepalive_lab.cli import one_line_errors
-from keepalive_lab.config import MODE_HELP, ModeError, TargetMode, TargetModeKind
+from keepalive_lab.config import DEFAULTS, MODE_HELP, ModeError, TargetMode, TargetModeKind
 from keepalive_lab.netns import managed_child, terminate, watch_parent
 from keepalive_lab.schema import TargetCounts, write_json_atomic
 
@@ -241,7 +241,7 @@ class _Connection(asyncio.Protocol):
 class TargetServer:
     """The server object: settings, prebuilt responses and counters."""
 
-    def __init__(self, mode: TargetMode, delay_s: float = 0.0, body_bytes: int = 11) -> None:
+    def __init__(self, mode: TargetMode, delay_s: float = 0.0, body_bytes: int = DEFAULTS.target_body_bytes) -> None:
         self.mode = mode
         self.delay_s = delay_s
         self.body = make_body(body_bytes)
@@ -323,8 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=_nonneg_int, default=0, help="TCP port; 0 picks a free one (default 0)")
     p.add_argument("--mode", type=_mode, default=TargetMode("keepalive"), help=f"{MODE_HELP} (default keepalive)")
-    p.add_argument("--delay-ms", type=_nonneg_int, default=0, help="wait before each response (default 0)")
-    p.add_argument("--body-bytes", type=_nonneg_int, default=11, help="response body size (default 11)")
+    p.add_argument("--delay-ms", type=_nonneg_int, default=DEFAULTS.target_delay_ms,
+                   help=f"wait before each response (default {DEFAULTS.target_delay_ms})")  # fmt: skip
+    body = DEFAULTS.target_body_bytes
+    p.add_argument("--body-bytes", type=_nonneg_int, default=body, help=f"response body size (default {body})")
     p.add_argument("--stats-out", type=Path, help="write the final counters here as JSON at shutdown")
     p.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     return p
@@ -349,8 +351,8 @@ class TargetProcess:
     def __init__(
         self,
         mode: str | TargetMode = "keepalive",
-        delay_ms: int = 0,
-        body_bytes: int = 11,
+        delay_ms: int = DEFAULTS.target_delay_ms,
+        body_bytes: int = DEFAULTS.target_body_bytes,
         stats_out: str | os.PathLike[str] | None = None,
         port: int = 0,
     ) -> None:

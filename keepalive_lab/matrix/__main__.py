@@ -13,6 +13,7 @@ from keepalive_lab.matrix.runner import Outcome, Runner
 from keepalive_lab.matrix.spec import MatrixError, Scenario, parse_matrix
 from keepalive_lab.matrix.summary import gate, outcome_line, print_summary, skipped_note, start_line, write_report
 from keepalive_lab.netns import can_isolate
+from keepalive_lab.schema import REPORT_DIR, RUN_DIR
 
 PROG = "python -m keepalive_lab.matrix"
 
@@ -63,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NAME", default=[], help="run only these scenarios")
     p.add_argument("--check", action="store_true", help="check the scenarios' rules; exit 1 if one fails")
     p.add_argument("--junit", type=Path, help="with --check: also write JUnit XML here")
-    p.add_argument("--run-dir", default="runs", help="where the matrix's run folders go (default runs)")
-    p.add_argument("--out", default="reports", help="where the report goes (default reports)")
+    p.add_argument("--run-dir", default=RUN_DIR, help=f"where the matrix's run folders go (default {RUN_DIR})")
+    p.add_argument("--out", default=REPORT_DIR, help=f"where the report goes (default {REPORT_DIR})")
     return p
 
 
