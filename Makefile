@@ -1,21 +1,45 @@
-# keepalive-lab: every target bootstraps .venv by itself.
+# keepalive-lab: every target bootstraps .venv by itself, from the lock file.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# The lowest versions pyproject.toml allows, and the fast subset of the tests that checks them.
+OLDEST := .venv-oldest
+OLDEST_LOCK := requirements-oldest.lock
+OLDEST_TESTS := tests/test_sequential.py tests/test_concurrent.py tests/test_sidecar.py tests/test_private_names.py
+COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --quiet --extra dev --generate-hashes --python-version 3.11 \
+	--python-platform linux --no-header
 
-.PHONY: install tools test demo perf lab report bench lint clean
+.PHONY: install lock tools test test-oldest demo perf lab report bench lint clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions (hashes checked), then the project itself, editable.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Refresh both lock files from pyproject.toml: the newest versions allowed, and the lowest.
+lock: install
+	$(COMPILE) --upgrade -o $(LOCK)
+	$(COMPILE) --resolution lowest-direct -o $(OLDEST_LOCK)
 
 test: install tools
 	$(PY) -m pytest -q tests
+
+# The lowest supported versions in a second venv, on the tests that touch the libraries' internals.
+test-oldest: tools $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
+
+$(OLDEST)/.installed: pyproject.toml $(OLDEST_LOCK)
+	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(OLDEST_LOCK)
+	$(OLDEST)/bin/python -m pip install --quiet --no-deps -e .
+	$(OLDEST)/bin/python -m pip check
+	touch $@
 
 # Real port exhaustion in private network namespaces (root), projection against observation.
 lab: install
@@ -51,4 +75,4 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) runs reports
+	rm -rf $(VENV) $(OLDEST) runs reports

@@ -14,9 +14,12 @@ def _restore_stdlib_concurrent() -> None:
     Locust imports a locustfile under its file name, so ``locustfiles/concurrent.py`` replaces
     ``sys.modules["concurrent"]`` while it runs; asyncio's ``concurrent.futures`` then fails.
     The locustfile itself is unaffected: Locust keeps its own reference to the module.
+    While any other locustfile loads, its folder comes first on ``sys.path``; if nothing has
+    imported ``concurrent`` yet (Locust >= 2.43 with gevent < 26.8), it would be found there too,
+    so the package is put in place before that can happen.
     """
     current = sys.modules.get("concurrent")
-    if current is None or hasattr(current, "__path__"):
+    if current is not None and hasattr(current, "__path__"):
         return
     spec = importlib.machinery.PathFinder.find_spec("concurrent", [os.path.dirname(os.__file__)])
     if spec is None or spec.loader is None:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from keepalive_lab.cli import one_line_errors
 from keepalive_lab.config import (
     DEFAULTS,
     MODE_HELP,
@@ -253,6 +255,19 @@ OPTIONS_BY_FLAG: dict[str, Option] = {o.flag.lstrip("-"): o for o in OPTIONS}
 CLASS_ONLY = ("start_together", "default_users")
 
 
+def _exit_before_load(prog: str, message: str) -> None:
+    """A bad option, found while Locust parses its command line: one line, exit 2, at once.
+
+    ``os._exit``, not ``sys.exit``: nothing has started yet, and with gevent < 26.5 and greenlet
+    >= 3.5.1, a monkey-patched process that exits before Locust has set up its logging prints
+    "RuntimeError: greenlet is being finalized" from a logging callback at interpreter shutdown.
+    """
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
+
+
 def _argtype(option: Option) -> Callable[[str], str]:
     def parse(text: str) -> str:
         try:
@@ -305,7 +320,7 @@ def add_arguments(parser: Any, shown: type | None) -> None:
             include_in_web_ui=True,
         )
     # argparse prints its usage block before an error; the suite's contract is one line.
-    one_line_errors(parser)
+    parser.error = functools.partial(_exit_before_load, parser.prog)
 
 
 def resolve(user_class: type, options: Any | None, scenario_default: str = "") -> ScenarioConfig:
