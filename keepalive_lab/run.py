@@ -43,6 +43,7 @@ from keepalive_lab.sidecar import SidecarProcess
 log = logging.getLogger("keepalive_lab")
 WATCHDOG_INTERVAL_S = 0.5
 SIDECAR_START_TIMEOUT_S = 10.0
+GREENLET_CRASHED = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
 _VERSIONED = ("locust", "requests", "urllib3", "gevent", "geventhttpclient", "psutil", "keepalive-lab")
 
 
@@ -183,7 +184,7 @@ class Run:
             if death is not None:
                 self.failed_reason = death
             elif locust_compat.greenlet_crashed():
-                self.failed_reason = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
+                self.failed_reason = GREENLET_CRASHED
             else:
                 continue
             log.error("%s; ending the test", self.failed_reason)

@@ -22,13 +22,12 @@ from keepalive_lab.clients import close_pool, make_pool
 from keepalive_lab.clients.counts import ConnectionCounts
 from keepalive_lab.config import ConfigError, PoolScope, ScenarioConfig
 from keepalive_lab.options import resolve
-from keepalive_lab.run import Run
+from keepalive_lab.run import GREENLET_CRASHED, Run
 from keepalive_lab.schema import ClientConnections
 from keepalive_lab.servers import Servers
 from keepalive_lab.workers import WorkerLink
 
 log = logging.getLogger("keepalive_lab")
-INTERRUPTED_GREENLET = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
 
 
 class Session:
@@ -165,7 +164,7 @@ class Session:
         if self.run is None:
             return
         if locust_compat.greenlet_crashed() and not self.run.failed_reason:
-            self.run.failed_reason = INTERRUPTED_GREENLET
+            self.run.failed_reason = GREENLET_CRASHED
         self.run.interrupted = True
         if self.environment.runner is not None:
             self.environment.runner.stop()
