@@ -82,11 +82,14 @@ def test_wraps_a_command_and_passes_its_exit_code(tmp_path):
     out = tmp_path / "s.csv"
     # The client holds 5 connections open until the sidecar has sampled them, then exits 7.
     client = (
-        "import socket, sys, time\n"
+        "import csv, socket, sys, time\n"
         "srv = socket.socket(); srv.bind(('127.0.0.1', 9090)); srv.listen(16)\n"
         "cs = [socket.create_connection(('127.0.0.1', 9090)) for _ in range(5)]\n"
+        "def sampled():\n"
+        "    lines = [x for x in open(sys.argv[1]).readlines() if x.endswith('\\n')]\n"
+        "    return any(row['client_established'] == '5' for row in csv.DictReader(lines))\n"
         "deadline = time.monotonic() + 20\n"
-        "while ',5,' not in open(sys.argv[1]).read() and time.monotonic() < deadline:\n"
+        "while not sampled() and time.monotonic() < deadline:\n"
         "    time.sleep(0.01)\n"
         "raise SystemExit(7)\n"
     )
