@@ -21,7 +21,7 @@ from analysis.compare import verdicts
 from analysis.load import Loaded, find_run_dirs, load_runs
 from analysis.metrics import summarize
 from analysis.render import PLOTLY_JS, render_html
-from keepalive_lab.schema import REPORT_DIR, RUN_DIR, SUMMARY_CSV, write_atomic
+from keepalive_lab.schema import REPORT_DIR, RUN_DIR, SUMMARY_CSV, Status, write_atomic
 
 DEFAULT_RUNS = Path(RUN_DIR)
 DEFAULT_OUT = Path(REPORT_DIR)
@@ -78,7 +78,7 @@ def report(run_dirs: list[Path], out_dir: Path) -> int:
     return 0
 
 
-def check(run_dirs: list[Path], rules_path: Path, junit: Path | None) -> int:
+def check(run_dirs: list[Path], rules_path: Path, junit: Path | None, allowed: tuple[str, ...] = ("completed",)) -> int:
     try:
         text = rules_path.read_text(encoding="utf-8")
     except OSError as e:
@@ -92,7 +92,7 @@ def check(run_dirs: list[Path], rules_path: Path, junit: Path | None) -> int:
         return 2
     summary = summarize(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
     try:
-        results = evaluate(rules, summary)
+        results = evaluate(rules, summary, allowed)
     except RulesError as e:
         return _fail(str(e))
     print(format_table(results))
@@ -111,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help="run folders (default: all in runs/)")
     c.add_argument("--rules", type=Path, required=True, help='TOML rules file ([scenarios.NAME] metric = "<= 1")')
     c.add_argument("--junit", type=Path, help="also write JUnit XML here")
+    c.add_argument(
+        "--allow-status",
+        nargs="+",
+        choices=[str(s) for s in Status if s not in (Status.RUNNING, Status.COMPLETED)],
+        default=[],
+        metavar="STATUS",
+        help="also check runs with these statuses (stopped, interrupted, stuck, failed); by default a rule "
+        "checked against a run that did not complete fails",
+    )
     for parser in (p, r, c):
         parser.error = functools.partial(_usage_error, parser)  # type: ignore[method-assign]
     return p
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out.exists() and not args.out.is_dir():
             return _fail(f"-o {str(args.out)!r} is a file; give a folder for the report")
         return report(args.run_dirs, args.out)
-    return check(args.run_dirs, args.rules, args.junit)
+    return check(args.run_dirs, args.rules, args.junit, ("completed", *args.allow_status))
 
 
 if __name__ == "__main__":

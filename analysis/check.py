@@ -11,7 +11,9 @@ A rules file is TOML, one table per scenario, one bound per metric::
     connections_opened = [">= 10", "<= 60"]   # several bounds on one metric
 
 Operators: ``==``, ``!=``, ``<=``, ``<``, ``>=``, ``>``. Metrics are the columns of
-``summary.csv``. Each rule is checked against the newest run of each scenario it matches.
+``summary.csv``. Each rule is checked against the newest run of each scenario it matches. A rule
+checked against a run that did not complete (stopped, interrupted, stuck, failed) fails, unless
+that status is allowed (``--allow-status``): its numbers do not describe the run that was asked for.
 An unknown metric or operator, a rule that matches no run, or a broken file is a
 :class:`RulesError` (exit code 2 at the edge).
 """
@@ -39,7 +41,8 @@ OPERATORS = {
     ">": operator.gt,
 }
 NUMERIC_METRICS = SUMMARY_NUMERIC
-RESULT_COLUMNS = ("scenario", "run_id", "metric", "bound", "measured", "passed")
+RESULT_COLUMNS = ("scenario", "run_id", "status", "metric", "bound", "measured", "passed")
+COMPLETED = "completed"
 
 
 class RulesError(ValueError):
@@ -95,8 +98,11 @@ def latest_per_scenario(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values("start", kind="stable").groupby("scenario", as_index=False).tail(1)
 
 
-def evaluate(rules: list[Rule], summary: pd.DataFrame) -> pd.DataFrame:
-    """One result row per (rule, matched run); raises RulesError for a rule that matches no run."""
+def evaluate(rules: list[Rule], summary: pd.DataFrame, allowed: tuple[str, ...] = (COMPLETED,)) -> pd.DataFrame:
+    """One result row per (rule, matched run); raises RulesError for a rule that matches no run.
+
+    A rule passes only when its bound holds and the run's status is one of ``allowed``.
+    """
     latest = latest_per_scenario(summary)
     rows = []
     for rule in rules:
@@ -107,20 +113,31 @@ def evaluate(rules: list[Rule], summary: pd.DataFrame) -> pd.DataFrame:
         for _, run in matched.iterrows():
             measured = run[rule.metric]
             measured = float(measured) if not pd.isna(measured) else math.nan
-            passed = not math.isnan(measured) and OPERATORS[rule.op](measured, rule.value)
-            rows.append((run["scenario"], run["run_id"], rule.metric, rule.bound, measured, passed))
+            holds = not math.isnan(measured) and OPERATORS[rule.op](measured, rule.value)
+            status = str(run["status"])
+            rows.append((run["scenario"], run["run_id"], status, rule.metric, rule.bound, measured,
+                         holds and status in allowed))  # fmt: skip
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
 def format_table(results: pd.DataFrame) -> str:
     """The printed table: rule, measured value, pass or fail."""
-    lines = [f"{'scenario':<34}{'metric':<28}{'bound':>12}{'measured':>14}  result"]
+    lines = [f"{'scenario':<34}{'status':<12}{'metric':<30}{'bound':>12}{'measured':>14}  result"]
     for r in results.itertuples():
         measured = "missing" if math.isnan(r.measured) else f"{r.measured:,.4g}"
-        lines.append(f"{r.scenario:<34}{r.metric:<28}{r.bound:>12}{measured:>14}  {'pass' if r.passed else 'FAIL'}")
+        result = "pass" if r.passed else "FAIL"
+        if not r.passed and r.status != COMPLETED and _holds(r):
+            result = f"FAIL (run {r.status})"
+        lines.append(f"{r.scenario:<34}{r.status:<12}{r.metric:<30}{r.bound:>12}{measured:>14}  {result}")
     failed = int((~results["passed"]).sum())
     lines.append(f"{len(results) - failed} passed, {failed} failed")
     return "\n".join(lines)
+
+
+def _holds(r: object) -> bool:
+    op, value = r.bound.split(" ", 1)  # type: ignore[attr-defined]
+    measured = r.measured  # type: ignore[attr-defined]
+    return not math.isnan(measured) and OPERATORS[op](measured, float(value))
 
 
 def junit_xml(results: pd.DataFrame) -> str:
@@ -132,6 +149,8 @@ def junit_xml(results: pd.DataFrame) -> str:
         body = ""
         if not r.passed:
             msg = f"measured {r.measured:g}, expected {r.bound}" if not math.isnan(r.measured) else "not measured"
+            if r.status != COMPLETED:
+                msg += f"; the run is {r.status}, not completed"
             body = f"<failure message={quoteattr(msg)}>{escape(msg)} (run {escape(r.run_id)})</failure>"
         cases.append(f"  <testcase classname={quoteattr('keepalive_lab.' + r.scenario)} name={name}>{body}</testcase>")
     return (

@@ -1,8 +1,10 @@
 """Stage 3, compare: a plain-language verdict per run, and why.
 
-:func:`verdicts` returns one row per run: ``verdict`` (what happened, in numbers), ``why`` (the
-setting or peer that caused it), ``time_wait_side`` (``client``, ``server`` or ``none``) and
-``churns`` (True when the run opens more than :data:`REUSE_MAX` connections per request).
+:func:`verdicts` returns one row per run: ``verdict`` (what happened, in numbers, one sentence),
+``why`` (the setting or peer that caused it), ``time_wait_side`` (``client``, ``server`` or
+``none``) and ``churns`` (True when the client closes more than
+:data:`~analysis.metrics.REUSE_MAX` connections per request). Every number comes from the
+summary row (:mod:`analysis.metrics`); nothing is computed again here.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-REUSE_MAX = 0.1  # connections per request at or below which a run counts as reusing connections
+from analysis.metrics import REUSE_MAX
+
 PEER_CAUSES = {
     "http.server": "HTTP/1.0",
     "nginx-close": "nginx keepalive_timeout 0",
     "nginx-low-requests": "nginx keepalive_requests 3",
 }
+SERVER_CLOSES_MIN = 0.5  # server closes per request from which "the server closes connections"
 
 
 def _text(value: Any) -> str:
@@ -41,8 +45,8 @@ def _secs(value: float) -> str:
     return f"{value:.2f} s" if value < 10 else f"{value:,.0f} s"
 
 
-def _per_request(cpr: float) -> str:
-    return "1 connection per request" if round(cpr, 2) == 1 else f"{cpr:.2f} connections per request"
+def _per_request(value: float, what: str = "connection") -> str:
+    return f"1 {what} per request" if round(value, 2) == 1 else f"{value:.2f} {what}s per request"
 
 
 def time_wait_side(client_tw: float, server_tw: float) -> str:
@@ -53,29 +57,22 @@ def time_wait_side(client_tw: float, server_tw: float) -> str:
     return "client" if client_tw >= server_tw else "server"
 
 
-def server_close_cause(run: dict[str, Any], row: pd.Series) -> str | None:
-    """Why the server closes connections, or None when it does not (the client closes, or reuse)."""
+def server_close_cause(run: dict[str, Any]) -> str:
+    """Why the server closes connections, in a few words."""
     settings = run.get("settings") or {}
     mode = _text(run.get("target_mode"))
-    accepted = _count(run.get("target_accepted"))
-    by_server = _count(run.get("target_closed_by_server"))
-    if accepted and by_server >= 0.9 * accepted:
-        if not settings.get("keep_alive", True):
-            return "the client asks for Connection: close"
-        if mode == "http10":
-            return "HTTP/1.0"
-        if mode.startswith("close-after:"):
-            return f"after {mode.split(':')[1]} requests each"
-        if mode.startswith("idle-timeout:"):
-            return f"when idle for {mode.split(':')[1]} s"
-        return "Connection: close"
+    if not settings.get("keep_alive", True):
+        return "the client asks for Connection: close"
+    if mode == "http10":
+        return "HTTP/1.0"
+    if mode.startswith("close-after:"):
+        return f"after {mode.split(':')[1]} requests each"
+    if mode.startswith("idle-timeout:"):
+        return f"when idle for {mode.split(':')[1]} s"
     peer = _text(run.get("peer"))
     if peer in PEER_CAUSES:
         return PEER_CAUSES[peer]
-    share = row.get("server_time_wait_pct")
-    if not accepted and not pd.isna(share) and share >= 50 and row["connections_per_request"] > REUSE_MAX:
-        return "it holds most TIME_WAIT sockets"
-    return None
+    return "Connection: close" if mode == "close" else "its own choice"
 
 
 def stale_keepalive(run: dict[str, Any]) -> tuple[float, float] | None:
@@ -87,14 +84,30 @@ def stale_keepalive(run: dict[str, Any]) -> tuple[float, float] | None:
     return None
 
 
+def _projection(row: pd.Series) -> str:
+    """What the client's churn does to its ports: one clause, or nothing when it is sustainable."""
+    secs, pct, rng = row["seconds_to_exhaustion"], row["projected_port_use_pct"], row["port_range"]
+    limit = row.get("tw_reuse_limit_per_s")
+    if not pd.isna(secs):
+        if not pd.isna(limit) and row["churn_per_s"] < limit:
+            return (f"; with no TIME_WAIT reuse the {_n(rng)}-port range would run out in {_secs(secs)}, but "
+                    f"tcp_tw_reuse lets it hold up to {_n(limit)} new connections/s")  # fmt: skip
+        return f"; at {_n(row['churn_per_s'])} new connections/s the {_n(rng)}-port range runs out in {_secs(secs)}"
+    if not pd.isna(pct) and pct >= 1:
+        return f"; at this rate it holds {pct:.0f}% of the {_n(rng)}-port range in TIME_WAIT"
+    return ""
+
+
 def verdict(row: pd.Series, run: dict[str, Any] | None = None) -> str:
     """One sentence with the run's numbers."""
     run = run or {}
-    opened, requests, cpr = row["connections_opened"], row["requests"], row["connections_per_request"]
-    if pd.isna(opened) or pd.isna(cpr):
-        return f"{_n(requests)} requests; connections not counted (no target, pool or isolated kernel count)"
-    stale = stale_keepalive(run)
-    cause = server_close_cause(run, row)
+    opened, requests = row["connections_opened"], row["requests"]
+    status = row.get("status", "completed")
+    prefix = "" if status == "completed" else f"[{status}] "
+    if pd.isna(opened):
+        return prefix + f"{_n(requests)} requests; connections not counted (no target, pool or isolated kernel count)"
+    if not requests:
+        return prefix + f"no request was made; {_plural(opened, 'connection')} opened"
     observed = row.get("observed_seconds_to_exhaustion")
     if observed is not None and not pd.isna(observed):
         text = (
@@ -107,67 +120,59 @@ def verdict(row: pd.Series, run: dict[str, Any] | None = None) -> str:
                 f" (projected {_secs(projected)} at {_n(row['churn_per_s'])} new connections/s, "
                 f"{row['projection_error_pct']:.0f}% apart)"
             )
-        text += f"; then {_plural(row['addr_not_available_errors'], 'connect')} failed with errno 99"
-        if row.get("status", "completed") != "completed":
-            text = f"[{row['status']}] " + text
-        return text
+        return prefix + text + f"; then {_plural(row['addr_not_available_errors'], 'connect')} failed with errno 99"
+    closes = row.get("client_closes_per_request")
+    server_per_request = _count(row.get("server_closes")) / requests
+    stale = stale_keepalive(run)
     if stale:
         idle, think = stale
         errors = row.get("connection_errors", 0)
         text = (f"stale keep-alive: the server closes connections idle for {idle:g} s, before the client's next "
                 f"request {think:g} s later: {_plural(opened, 'connection')} for {_plural(requests, 'request')}, "
                 f"{_plural(errors, 'request')} failed on a closed connection")  # fmt: skip
-    elif cpr <= REUSE_MAX:
-        text = f"reuses connections: {_plural(opened, 'connection')} for {_plural(requests, 'request')}"
-    elif cause is not None:
-        every = "every connection" if cpr >= 0.9 else "connections"
-        text = f"the server closes {every} ({cause}): {_per_request(cpr)}, TIME_WAIT on the server"
+    elif server_per_request >= SERVER_CLOSES_MIN and not (not pd.isna(closes) and closes > server_per_request):
+        every = "every connection" if server_per_request >= 0.9 else "connections"
+        text = (f"the server closes {every} ({server_close_cause(run)}): "
+                f"{_per_request(row['connections_per_request'])}, TIME_WAIT on the server")  # fmt: skip
         share = row.get("server_time_wait_pct")
         if not pd.isna(share) and share < 100:
             text += f" ({share:.0f}%; the client closed first on the rest)"
+    elif not pd.isna(closes) and closes > REUSE_MAX:
+        text = f"churns: the client closes {_per_request(closes)}" + _projection(row)
     else:
-        text = f"opens {cpr:.2f} connections per request"
-        secs, pct, rng = row["seconds_to_exhaustion"], row["projected_port_use_pct"], row["port_range"]
-        if not pd.isna(secs):
-            text += f": at this rate the {_n(rng)}-port range runs out in {_secs(secs)}"
-        elif not pd.isna(pct):
-            text += f": at this rate it holds {pct:.1f}% of the {_n(rng)}-port range in TIME_WAIT"
+        text = f"reuses connections: {_plural(opened, 'connection')} for {_plural(requests, 'request')}"
+    server_pct = row.get("projected_server_tw_pct")
+    if server_pct is not None and not pd.isna(server_pct) and server_pct >= 100:
+        text += (f"; the server's TIME_WAIT would pass tcp_max_tw_buckets ({_n(row['tcp_max_tw_buckets'])}), "
+                 "and the kernel would destroy TIME_WAIT sockets early")  # fmt: skip
     if row.get("addr_not_available_errors", 0):
         text += f"; {_n(row['addr_not_available_errors'])} connects failed with errno 99 (no free port)"
-    if row.get("status", "completed") != "completed":
-        text = f"[{row['status']}] " + text
-    return text
+    return prefix + text
 
 
 def why(run: dict[str, Any], row: pd.Series) -> str:
-    """The cause, from the run's settings and counters; empty when connections are reused."""
+    """The cause, from the settings that acted and the counters; empty when connections are reused."""
     settings = run.get("settings") or {}
+    closes = row.get("client_closes_per_request")
+    churns = bool(not pd.isna(closes) and closes > REUSE_MAX)
     reasons = []
     if stale_keepalive(run):
         reasons.append("urllib3 and geventhttpclient test a pooled connection before reusing it and reconnect "
                        "when the server has closed it; a close that races the request fails it")  # fmt: skip
     drain = settings.get("drain")
-    if drain in ("none", "close") and row["connections_per_request"] > REUSE_MAX:
+    if drain in ("none", "close") and churns:
         how = "leaves each body unread" if drain == "none" else "closes each body unread"
         reasons.append(f"the client {how} (drain {drain}), so no connection goes back to the pool")
     discarded = _count(run.get("client_discarded"))
-    if discarded and drain == "full":
+    if discarded and churns and drain == "full":
         reasons.append(
             f"{_n(discarded)} connections came back to a full pool of {settings.get('pool_size')} "
             f"(more busy users than pool slots) and were closed"
         )
-    reuse = run.get("tcp_tw_reuse")
-    loopback = _text(run.get("host")).startswith(("http://127.", "http://localhost", "http://[::1]"))
-    if row["connections_per_request"] > REUSE_MAX and (reuse == 1 or (reuse == 2 and loopback)):
-        reasons.append(
-            f"tcp_tw_reuse={reuse} lets connect() take a port whose TIME_WAIT is over 1 s old, so the range "
-            f"runs out only when churn exceeds {_n(row['port_range'])} new connections/s; the projection assumes "
-            "no reuse"
-        )
     side = time_wait_side(row["peak_client_time_wait"], row["peak_server_time_wait"])
     if reasons and side != "none":
         reasons.append(f"TIME_WAIT on the {side}")
-    if side == "client" and row["connections_per_request"] > REUSE_MAX and not reasons:
+    if side == "client" and churns and not reasons:
         reasons.append("the client closes first, so TIME_WAIT holds the client's ephemeral ports")
     return "; ".join(reasons)
 
@@ -178,12 +183,12 @@ def verdicts(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, row in summary.iterrows():
         run = by_id.get(row["run_id"], {})
-        cpr = row["connections_per_request"]
+        closes = row["client_closes_per_request"]
         rows.append({
             "run_id": row["run_id"],
             "verdict": verdict(row, run),
             "why": why(run, row),
             "time_wait_side": time_wait_side(row["peak_client_time_wait"], row["peak_server_time_wait"]),
-            "churns": bool(not pd.isna(cpr) and cpr > REUSE_MAX),
+            "churns": bool(not pd.isna(closes) and closes > REUSE_MAX),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=["run_id", "verdict", "why", "time_wait_side", "churns"])

@@ -31,6 +31,7 @@ from keepalive_lab.schema import (
     RUN_JSON,
     SOCKETS_COLUMNS,
     SOCKETS_CSV,
+    SOCKETS_REQUIRED,
     STATS_CSV,
     TARGET_JSON,
     RunRecord,
@@ -56,14 +57,22 @@ RUN_COLUMNS = (
     "peer",
     "port_range",
     "tcp_tw_reuse",
+    "tcp_max_tw_buckets",
     "isolated",
     "num_users",
     "settings",
     "client_opened",
     "client_closed",
+    "client_closed_by_client",
+    "client_reset_by_client",
+    "client_closed_by_server",
+    "client_closed_idle",
     "client_discarded",
     "client_errno99",
+    "client_tls_errors",
+    "client_pool_timeouts",
     "first_connect_ts",
+    "last_request_ts",
     "first_addr_not_available_ts",
     "opened_before_addr_not_available",
     "target_accepted",
@@ -78,7 +87,7 @@ class LoadError(ValueError):
     """A run folder that cannot be loaded; ``str()`` is the one line shown to the user."""
 
 
-SOCKETS_NUMERIC = SOCKETS_COLUMNS[2:]
+SOCKETS_NUMERIC_REQUIRED = tuple(c for c in SOCKETS_REQUIRED if c not in ("ts", "host")) + ("ts",)
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,12 @@ class Loaded:
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:
-    """Every folder under ``root`` that holds a ``run.json``, oldest first."""
+    """Every folder at any depth under ``root`` that holds a ``run.json`` (a matrix nests them as
+    ``matrix-*/<scenario>/<run>/``), in the order their names sort: oldest first within a folder."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.parent for p in root.glob("*/run.json"))
+    return sorted((p.parent for p in root.rglob(RUN_JSON)), key=lambda p: (p.name, str(p)))
 
 
 def _read_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -156,7 +166,8 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
     failures = _read_csv(folder / FAILURES_CSV, LOCUST_FAILURES_COLUMNS) if (folder / FAILURES_CSV).exists() else None
     samples = None
     if (folder / SOCKETS_CSV).exists():
-        samples = _read_csv(folder / SOCKETS_CSV, SOCKETS_COLUMNS, SOCKETS_NUMERIC)
+        samples = _read_csv(folder / SOCKETS_CSV, SOCKETS_REQUIRED, SOCKETS_NUMERIC_REQUIRED)
+        samples = samples.reindex(columns=list(SOCKETS_COLUMNS))  # an older file lacks the added columns
     run_id = folder.name
     conns = run.client_connections
     closed_by = target.closed_by if target is not None else {}
@@ -177,14 +188,22 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
         "peer": run.target.peer,
         "port_range": run.kernel.port_range,
         "tcp_tw_reuse": run.kernel.tcp_tw_reuse,
+        "tcp_max_tw_buckets": run.kernel.tcp_max_tw_buckets,
         "isolated": run.kernel.isolated,
         "num_users": run.locust_options.num_users,
         "settings": run.settings,
         "client_opened": conns.opened if conns else None,
         "client_closed": conns.closed if conns else None,
+        "client_closed_by_client": conns.closed_by_client if conns else None,
+        "client_reset_by_client": conns.reset_by_client if conns else None,
+        "client_closed_by_server": conns.closed_by_server if conns else None,
+        "client_closed_idle": conns.closed_idle if conns else None,
         "client_discarded": conns.discarded if conns else None,
         "client_errno99": conns.addr_not_available if conns else None,
+        "client_tls_errors": conns.tls_errors if conns else None,
+        "client_pool_timeouts": conns.pool_timeouts if conns else None,
         "first_connect_ts": conns.first_connect_ts if conns else None,
+        "last_request_ts": run.last_request_ts,
         "first_addr_not_available_ts": conns.first_addr_not_available_ts if conns else None,
         "opened_before_addr_not_available": conns.opened_before_addr_not_available if conns else None,
         "target_accepted": target.connections_accepted if target else None,

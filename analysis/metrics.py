@@ -1,40 +1,39 @@
 """Stage 2, metrics: one summary row per run (``reports/summary.csv``).
 
-Definitions (the columns are :data:`keepalive_lab.schema.SUMMARY`):
+Every figure is defined once, here, and the columns with their meanings are
+:data:`keepalive_lab.schema.SUMMARY`. The terminal tables, the report, the web UI and the gate
+all read these rows. The main definitions:
 
 ``connections_opened``, ``connections_source``
     the best exact source: the target's accept count (``target``), else the client pool's count
     (``client``), else the ``active_opens`` delta of an isolated run (``kernel``).
-``connections_per_request``
-    ``connections_opened / requests``; reuse is 1 minus it.
+``client_closes`` (and per request)
+    connections the client closed while the server still held them open, during the load; the
+    idle pooled connections closed when a pool shuts down are the end of reuse, not churn. From
+    the client's pool, else from the kernel (the run's own sockets entering client TIME_WAIT).
+    A run *churns* when it closes more than :data:`REUSE_MAX` connections per request.
 ``churn_per_s``
-    connections opened per second of the run; in a run that ran out of ports, per second before
-    the first errno 99, measured by the kernel (the sidecar's ``active_opens``) when it can be.
-``peak_client_time_wait``, ``peak_server_time_wait``, ``peak_ports_in_use``
-    peaks over the sidecar's samples.
-``peak_port_use_pct``
-    ``100 * peak_ports_in_use / port_range``.
-``projected_port_use_pct``
-    ``100 * churn_per_s * 60 / port_range``: the steady state with no TIME_WAIT reuse (60 s is
-    Linux's fixed TIME_WAIT length).
-``seconds_to_exhaustion``
-    ``port_range / churn_per_s`` when the projection is at least 100 %, else empty.
-``server_time_wait_pct``
-    the server's share of the TIME_WAIT sockets, ``100 * server / (server + client)`` at their
-    peaks: who closes first holds them (100: the server closes; 0: the client does).
-``addr_not_available_errors``
-    failures with errno 99 (EADDRNOTAVAIL, "Cannot assign requested address").
-``observed_seconds_to_exhaustion``, ``connections_before_exhaustion``
-    when the client ran out of ports: seconds from its first connection to its first errno 99,
-    and the connections it had opened by then.
-``projection_error_pct``
-    ``100 * |seconds_to_exhaustion - observed| / observed``: how well the projection held.
-``connection_errors``
-    failures from a connection the server had closed: RemoteDisconnected, ConnectionResetError,
-    BrokenPipeError, connection aborted (a stale keep-alive connection was reused).
+    the rate at which the run leaves TIME_WAIT on the client, in steady state: from its first
+    connection to its last request (or to its first errno 99, when it ran out of ports). Counted
+    by the sidecar (the run's own client sockets entering TIME_WAIT, idle closes at pool shutdown
+    left out), else from the client's closes. The initial pool fill opens connections but leaves
+    no TIME_WAIT, so it is not churn; a run whose server closes first has none on the client.
+``projected_port_use_pct``, ``seconds_to_exhaustion``
+    ``churn_per_s`` x 60 s (Linux's fixed TIME_WAIT length) against the port range; the range
+    runs out after ``port_range / churn_per_s`` seconds when that is 100 % or more. With
+    ``tcp_tw_reuse`` on for the destination, ``connect()`` also takes ports whose TIME_WAIT is over
+    1 s old, so the range runs out only above ``tw_reuse_limit_per_s`` = range / 1 s.
+``server_churn_per_s``, ``projected_server_tw_pct``
+    the same on the server side, against ``net.ipv4.tcp_max_tw_buckets``.
+
+Every division is guarded: a run with no request, no connection or no duration gets empty
+figures, never an error.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,11 +41,27 @@ import pandas as pd
 from keepalive_lab.schema import SUMMARY_COLUMNS
 
 TIME_WAIT_S = 60
+REUSE_MAX = 0.1  # client closes per request at or below which a run reuses its connections
 ERRNO_99_PATTERN = r"Errno 99\b|Cannot assign requested address|EADDRNOTAVAIL"
 STALE_PATTERN = (
     r"RemoteDisconnected|ConnectionResetError|Connection reset|BrokenPipe|Broken pipe|Connection aborted"
     r"|ConnectionAborted|connection closed|HTTPConnectionClosed"
 )
+LOOPBACK_PREFIXES = ("http://127.", "https://127.", "http://localhost", "https://localhost", "http://[::1]",
+                     "https://[::1]")  # fmt: skip
+
+
+def _num(value: Any) -> float:
+    """A number of a run, NaN when missing."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) and not math.isnan(a) else math.nan
 
 
 def connections(runs: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
@@ -56,25 +71,14 @@ def connections(runs: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
         grouped = samples.groupby("run_id")["active_opens"]
         kernel = (grouped.max() - grouped.min()).reindex(runs["run_id"])
     out = pd.DataFrame({"run_id": runs["run_id"].to_numpy()})
-    target = pd.to_numeric(runs["target_accepted"], errors="coerce").to_numpy()
-    client = pd.to_numeric(runs["client_opened"], errors="coerce").to_numpy()
+    target = pd.to_numeric(runs["target_accepted"], errors="coerce").to_numpy(dtype=float)
+    client = pd.to_numeric(runs["client_opened"], errors="coerce").to_numpy(dtype=float)
     kern = np.where(runs["isolated"].to_numpy(dtype=bool), kernel.to_numpy(dtype=float), np.nan)
     out["connections_opened"] = np.where(~np.isnan(target), target, np.where(~np.isnan(client), client, kern))
     out["connections_source"] = np.where(
         ~np.isnan(target), "target", np.where(~np.isnan(client), "client", np.where(~np.isnan(kern), "kernel", ""))
     )
     return out
-
-
-def peaks(samples: pd.DataFrame) -> pd.DataFrame:
-    cols = {
-        "client_time_wait": "peak_client_time_wait",
-        "server_time_wait": "peak_server_time_wait",
-        "ports_in_use": "peak_ports_in_use",
-    }
-    if not len(samples):
-        return pd.DataFrame(columns=["run_id", *cols.values()])
-    return samples.groupby("run_id")[list(cols)].max().rename(columns=cols).reset_index()
 
 
 def failures_matching(failures: pd.DataFrame, pattern: str, column: str) -> pd.DataFrame:
@@ -86,68 +90,131 @@ def failures_matching(failures: pd.DataFrame, pattern: str, column: str) -> pd.D
     return occ.groupby(failures["run_id"]).sum().rename(column).reset_index()
 
 
-def exhaustion(runs: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
-    """Per run that hit errno 99: when, after how many connections, and the churn before it."""
-    rows = []
-    for run in runs.itertuples():
-        t0, t99 = run.first_connect_ts, run.first_addr_not_available_ts
-        if t0 is None or t99 is None or pd.isna(t0) or pd.isna(t99):
-            continue
-        observed = t99 - t0
-        churn = kernel_rate(samples[samples["run_id"] == run.run_id], t99) if len(samples) else None
-        if churn is None and observed > 0:
-            churn = (run.opened_before_addr_not_available or 0) / observed
-        rows.append((run.run_id, observed, run.opened_before_addr_not_available, churn))
-    return pd.DataFrame(
-        rows, columns=["run_id", "observed_seconds_to_exhaustion", "connections_before_exhaustion", "churn_before_s"]
-    )
+def _at_or_after(s: pd.DataFrame, column: str, ts: float) -> float:
+    """``column`` at the first sample taken at or after ``ts`` (the last sample when none is)."""
+    later = s[s["ts"] >= ts]
+    row = later.iloc[0] if len(later) else s.iloc[-1]
+    return _num(row[column])
 
 
-def kernel_rate(samples: pd.DataFrame, until_ts: float) -> float | None:
-    """Connections opened per second by the kernel's count (ActiveOpens), from the first sample
-    that shows load to the last sample before ``until_ts``; None with fewer than two such samples."""
-    s = samples[samples["ts"] <= until_ts].sort_values("ts")
-    if len(s) < 2:
-        return None
-    moving = s[s["active_opens"] > s["active_opens"].iloc[0]]
-    start = s.iloc[max(0, s.index.get_loc(moving.index[0]) - 1)] if len(moving) else None
-    end = s.iloc[-1]
-    if start is None or end["ts"] <= start["ts"] or end["active_opens"] <= start["active_opens"]:
-        return None
-    return float((end["active_opens"] - start["active_opens"]) / (end["ts"] - start["ts"]))
+def sample_figures(run: dict[str, Any], s: pd.DataFrame) -> dict[str, float]:
+    """The figures of one run that come from its socket samples (``s``, sorted by time)."""
+    out = dict.fromkeys(
+        ("peak_client_time_wait", "peak_server_time_wait", "peak_ports_in_use", "preexisting_client_time_wait",
+         "peak_host_ports_in_use", "kernel_churned", "kernel_server_entered", "sampled_port_range"),
+        math.nan,
+    )  # fmt: skip
+    if not len(s):
+        return out
+    out["peak_client_time_wait"] = _num(s["client_time_wait"].max())
+    out["peak_server_time_wait"] = _num(s["server_time_wait"].max())
+    out["peak_ports_in_use"] = _num(s["ports_in_use"].max())
+    out["preexisting_client_time_wait"] = _num(s["preexisting_client_time_wait"].iloc[0])
+    out["peak_host_ports_in_use"] = _num(s["host_ports_in_use"].max())
+    out["sampled_port_range"] = _num(s["port_range"].max())
+    start, end = load_window(run, s)
+    if not math.isnan(end):
+        for column, key in (("client_time_wait_churned", "kernel_churned"),
+                            ("server_time_wait_entered", "kernel_server_entered")):  # fmt: skip
+            if s[column].notna().any():
+                out[key] = _at_or_after(s, column, end) - _num(s[column].iloc[0])
+    return out
 
 
-def projection(churn_per_s: pd.Series, port_range: pd.Series) -> pd.DataFrame:
-    """Steady-state port use with no TIME_WAIT reuse, and the seconds until the range runs out."""
-    pct = churn_per_s * TIME_WAIT_S / port_range * 100
-    seconds = (port_range / churn_per_s).where(pct >= 100)
-    return pd.DataFrame({"projected_port_use_pct": pct, "seconds_to_exhaustion": seconds})
+def load_window(run: dict[str, Any], s: pd.DataFrame | None = None) -> tuple[float, float]:
+    """(start, end) of the run's load, Unix seconds: its first connection (else its first sample) to
+    its last request, or to its first errno 99 when it ran out of ports."""
+    start = _num(run.get("first_connect_ts"))
+    if math.isnan(start) and s is not None and len(s):
+        start = _num(s["ts"].iloc[0])
+    end = _num(run.get("first_addr_not_available_ts"))
+    if math.isnan(end):
+        end = _num(run.get("last_request_ts"))
+    return start, end
+
+
+def run_figures(run: dict[str, Any], stats: dict[str, Any], s: pd.DataFrame) -> dict[str, Any]:
+    """Every summary figure of one run but the connection count and the failure counts."""
+    f = sample_figures(run, s)
+    requests = _num(stats.get("requests"))
+    start, end = load_window(run, s)
+    seconds = end - start if end > start else math.nan
+    client_counted = _num(run.get("client_closed_by_client"))
+    if not math.isnan(client_counted):
+        client_closes = client_counted + (_num(run.get("client_reset_by_client")) or 0)
+    else:
+        client_closes = f["kernel_churned"]
+    if not math.isnan(f["kernel_churned"]):
+        churn, churn_source = _div(f["kernel_churned"], seconds), "kernel"
+    elif not math.isnan(client_counted):
+        churn, churn_source = _div(client_counted, seconds), "client"
+    else:
+        churn, churn_source = math.nan, ""
+    port_range = f["sampled_port_range"] if not math.isnan(f["sampled_port_range"]) else _num(run.get("port_range"))
+    pct = _div(churn * TIME_WAIT_S * 100, port_range)
+    reuse = run.get("tcp_tw_reuse")
+    host = run.get("host") if isinstance(run.get("host"), str) else ""
+    reuses_tw = reuse == 1 or (reuse == 2 and host.startswith(LOOPBACK_PREFIXES))
+    server_closes = _num(run.get("target_closed_by_server"))
+    if math.isnan(server_closes):
+        server_closes = _num(run.get("client_closed_by_server"))
+    server_churn = _div(f["kernel_server_entered"], seconds)
+    buckets = _num(run.get("tcp_max_tw_buckets"))
+    peak_client, peak_server = f["peak_client_time_wait"], f["peak_server_time_wait"]
+    tw = peak_client + peak_server
+    return {
+        "client_closes": client_closes,
+        "client_closes_per_request": _div(client_closes, requests),
+        "server_closes": server_closes,
+        "churn_per_s": churn,
+        "churn_source": churn_source,
+        "peak_client_time_wait": peak_client,
+        "peak_server_time_wait": peak_server,
+        "peak_ports_in_use": f["peak_ports_in_use"],
+        "port_range": port_range,
+        "peak_port_use_pct": _div(f["peak_ports_in_use"] * 100, port_range),
+        "preexisting_client_time_wait": f["preexisting_client_time_wait"],
+        "peak_host_ports_in_use": f["peak_host_ports_in_use"],
+        "projected_port_use_pct": pct,
+        "seconds_to_exhaustion": _div(port_range, churn) if pct >= 100 else math.nan,
+        "tw_reuse_limit_per_s": port_range if reuses_tw else math.nan,
+        "server_time_wait_pct": _div(peak_server * 100, tw),
+        "server_churn_per_s": server_churn,
+        "tcp_max_tw_buckets": buckets,
+        "projected_server_tw_pct": _div(server_churn * TIME_WAIT_S * 100, buckets),
+    }
+
+
+def exhaustion(run: dict[str, Any]) -> dict[str, float]:
+    """For a run that hit errno 99: when, and after how many connections."""
+    t0, t99 = _num(run.get("first_connect_ts")), _num(run.get("first_addr_not_available_ts"))
+    observed = t99 - t0 if not (math.isnan(t0) or math.isnan(t99)) else math.nan
+    return {
+        "observed_seconds_to_exhaustion": observed,
+        "connections_before_exhaustion": _num(run.get("opened_before_addr_not_available")),
+    }
 
 
 def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
     """The summary frame: one row per run, :data:`SUMMARY_COLUMNS`."""
-    df = runs[["run_id", "scenario", "status", "duration_s", "start", "port_range"]].merge(stats, on="run_id")
+    if runs.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    df = runs[["run_id", "scenario", "status", "duration_s", "start"]].merge(stats, on="run_id")
     df = df.merge(connections(runs, samples), on="run_id")
-    df = df.merge(peaks(samples), on="run_id", how="left")
     for pattern, column in ((ERRNO_99_PATTERN, "addr_not_available_errors"), (STALE_PATTERN, "connection_errors")):
         df = df.merge(failures_matching(failures, pattern, column), on="run_id", how="left")
-        df[column] = df[column].fillna(0).astype(int)
-    if len(samples):  # the sidecar's own reading wins over run.json when both exist
-        sampled_range = samples.groupby("run_id")["port_range"].max()
-        df["port_range"] = df["run_id"].map(sampled_range).fillna(df["port_range"])
-    requests = df["requests"].astype(float)
-    duration = pd.to_numeric(df["duration_s"], errors="coerce")
-    port_range = pd.to_numeric(df["port_range"], errors="coerce")
-    df["connections_per_request"] = (df["connections_opened"] / requests).where(requests > 0)
-    df["churn_per_s"] = (df["connections_opened"] / duration).where(duration > 0)
-    ex = exhaustion(runs, samples)
-    df = df.merge(ex, on="run_id", how="left")
-    df["churn_per_s"] = df["churn_before_s"].fillna(df["churn_per_s"])
-    df["peak_port_use_pct"] = df["peak_ports_in_use"] / port_range * 100
-    tw = df["peak_server_time_wait"] + df["peak_client_time_wait"]
-    df["server_time_wait_pct"] = (df["peak_server_time_wait"] / tw * 100).where(tw > 0)
-    df = pd.concat([df, projection(df["churn_per_s"], port_range)], axis=1)
+        df[column] = pd.to_numeric(df[column], errors="coerce").fillna(0).astype(int)
+    by_id = {r["run_id"]: r for r in runs.to_dict("records")}
+    stats_by_id = {r["run_id"]: r for r in stats.to_dict("records")}
+    per_run = dict(tuple(samples.groupby("run_id"))) if len(samples) else {}
+    rows = []
+    for run_id in df["run_id"]:
+        run = by_id[run_id]
+        s = per_run.get(run_id, pd.DataFrame(columns=samples.columns)).sort_values("ts")
+        rows.append({"run_id": run_id, **run_figures(run, stats_by_id[run_id], s), **exhaustion(run),
+                     "tls_errors": _num(run.get("client_tls_errors"))})  # fmt: skip
+    df = df.merge(pd.DataFrame(rows), on="run_id")
+    df["connections_per_request"] = (df["connections_opened"] / df["requests"].astype(float)).where(df["requests"] > 0)
     observed = df["observed_seconds_to_exhaustion"]
     df["projection_error_pct"] = ((df["seconds_to_exhaustion"] - observed).abs() / observed * 100).where(observed > 0)
-    df["port_range"] = port_range
     return df[list(SUMMARY_COLUMNS)].sort_values("start", kind="stable").reset_index(drop=True)

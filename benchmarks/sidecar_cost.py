@@ -57,19 +57,22 @@ def median_ms(fn) -> float:
 def inside() -> int:
     import psutil
 
-    from keepalive_lab.sidecar import NetlinkSampler, PsutilSampler, SidecarProcess, sample
+    from keepalive_lab.sidecar import Attribution, NetlinkSampler, PsutilSampler, SidecarProcess, sample
 
-    make_time_wait(TIME_WAIT_SOCKETS)
-    # The target binds 127.0.0.1, so the plugin runs the sidecar with --family 4, as here.
+    # The target binds 127.0.0.1, so the plugin runs the sidecar with --family 4, as here. The
+    # baselines are taken first, so every socket made after them is this run's own, as in a test.
     netlink, ps = NetlinkSampler("4"), PsutilSampler()
+    by_netlink, by_psutil = Attribution(netlink.exact_keys), Attribution(ps.exact_keys)
+    sample(netlink, PORT, by_netlink), sample(ps, PORT, by_psutil)
+    make_time_wait(TIME_WAIT_SOCKETS)
     time.sleep(0.5)
-    row = sample(netlink, PORT)
+    row = sample(netlink, PORT, by_netlink)
     print(f"{row.client_time_wait:,} client-side TIME_WAIT sockets toward port {PORT} (tcp_tw_reuse=0)")
     ss_cmd = ["ss", "-Htan", "state", "time-wait", "dport", "=", f":{PORT}"]
     costs = {
         "ss (process start included)": median_ms(lambda: subprocess.run(ss_cmd, capture_output=True, check=True)),
-        "netlink fast path (sidecar)": median_ms(lambda: sample(netlink, PORT)),
-        "psutil.net_connections": median_ms(lambda: sample(ps, PORT)),
+        "netlink fast path (sidecar)": median_ms(lambda: sample(netlink, PORT, by_netlink)),
+        "psutil.net_connections": median_ms(lambda: sample(ps, PORT, by_psutil)),
     }
     base = costs["ss (process start included)"]
     print(f"{'method':<30}{'ms per sample':>14}{'ratio to ss':>13}")

@@ -126,6 +126,7 @@ class ScenarioConfig:
     pool_size: int = 10
     pool_scope: PoolScope = PoolScope.USER
     pool_full: PoolFull = PoolFull.DISCARD
+    pool_wait_s: float = 30.0
     drain: Drain = Drain.FULL
     keep_alive: bool = True
     think_time_s: float = 0.0

@@ -45,6 +45,12 @@ def tw_reuse() -> int | None:
     return int(text) if text else None
 
 
+def max_tw_buckets() -> int | None:
+    """``net.ipv4.tcp_max_tw_buckets``: past it the kernel destroys TIME_WAIT sockets early."""
+    text = _read(PROC_SYS / "tcp_max_tw_buckets")
+    return int(text) if text else None
+
+
 def listening(port: int) -> bool:
     """True when a TCP socket of this namespace listens on ``port`` (read from /proc, no connection made)."""
     needle = f":{port:04X} "
@@ -94,6 +100,7 @@ def facts() -> dict[str, Any]:
         "ip_local_port_range": list(bounds),
         "port_range": port_range_size(bounds),
         "tcp_tw_reuse": tw_reuse(),
+        "tcp_max_tw_buckets": max_tw_buckets(),
         "hostname": socket.gethostname(),
         "isolated": netns_isolated(),
         "netns_id": namespace_of(),

@@ -37,8 +37,9 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
 
 def managed_child() -> None:
     """``preexec_fn`` for the suite's helpers (target, sidecar, peers): die with the parent, and
-    ignore SIGINT. A terminal's Ctrl-C reaches the whole process group; the helpers must outlive
-    it until Locust has written the run folder, then they stop on SIGTERM (or with Locust)."""
+    ignore SIGINT. The helpers run in sessions of their own, so that a terminal's Ctrl-C or a
+    CI's SIGTERM to Locust's process group reaches Locust alone: they must outlive it until
+    Locust has written the run folder, then they stop on SIGTERM from Locust (or die with it)."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -176,6 +176,13 @@ OPTIONS: tuple[Option, ...] = (
         choices=_values(PoolFull),
     ),
     Option(
+        "--pool-wait",
+        "pool_wait_s",
+        "seconds a request waits for a free connection of a full blocking pool before it fails; a run whose "
+        "users wait that long ends failed",
+        parse=_positive_seconds,
+    ),
+    Option(
         "--drain",
         "drain",
         "what the client does with each response body: full (read to EOF, then "

@@ -104,7 +104,7 @@ class NginxProcess(_Child):
         self.proc = subprocess.Popen(
             [binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=managed_child,
-            start_new_session=True,  # nginx sets its own SIGINT handler: keep a terminal's Ctrl-C away
+            start_new_session=True,  # a signal to Locust's process group is Locust's to handle
         )  # fmt: skip
         try:
             for port in self.ports.values():
@@ -132,6 +132,7 @@ class HttpServerProcess(_Child):
             [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1", "--directory",
              str(self.prefix)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=managed_child,
+            start_new_session=True,  # a signal to Locust's process group is Locust's to handle
         )  # fmt: skip
         try:
             wait_listening(self.port)

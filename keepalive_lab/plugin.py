@@ -23,8 +23,11 @@ from locust import events
 
 import functools
 import logging
+import signal
 import sys
 from typing import Any
+
+import gevent
 
 from keepalive_lab import webui
 from keepalive_lab.config import ConfigError
@@ -77,13 +80,17 @@ def on_init(environment: Any, base: type, runner: Any = None, web_ui: Any = None
     events_.report_to_master.add_listener(lambda data, **_: session.link.add_counts(data, session.counts))
     events_.worker_report.add_listener(lambda client_id, data, **_: session.link.take_counts(client_id, data))
     # Locust fires quitting before it stops a running test only on Ctrl-C, SIGTERM, or when a
-    # greenlet crashed (Locust then shuts down by itself).
-    events_.quitting.add_listener(lambda **_: session.on_quitting())
+    # greenlet crashed (Locust then shuts down by itself). Locust's own SIGTERM handler runs
+    # after this one, which only notes the signal.
+    received: list[str] = []
+    gevent.signal_handler(signal.SIGTERM, lambda: received.append("SIGTERM"))
+    events_.quitting.add_listener(lambda **_: session.on_quitting(received[0] if received else None))
     events_.quit.add_listener(lambda **_: session.servers.stop())
     if session.writes_runs and not environment.host and all(getattr(c, "host", None) is None for c in classes):
         session.start_server()
     if web_ui is not None:
         webui.check_start_form(web_ui, lambda: environment.host)
+        webui.on_stop_button(web_ui, lambda: setattr(session.ending, "stop_requested", True))
 
 
 def on_test_start(environment: Any, base: type, **_: Any) -> None:

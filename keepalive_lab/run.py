@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import platform
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +47,19 @@ log = logging.getLogger("keepalive_lab")
 WATCHDOG_INTERVAL_S = 0.5
 SIDECAR_START_TIMEOUT_S = 10.0
 GREENLET_CRASHED = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
+# Exit codes a shell gives a process ended by these signals: a CI sees the run was cut short.
+SIGNAL_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+@dataclass
+class Ending:
+    """Why a test ends, as the process that writes its folder learns it."""
+
+    budget_spent: bool = False  # every user made its --requests-per-user requests
+    stop_requested: bool = False  # the web UI's STOP button
+    signal: str | None = None  # Ctrl-C (SIGINT) or SIGTERM
+
+
 _VERSIONED = ("locust", "requests", "urllib3", "gevent", "geventhttpclient", "psutil", "keepalive-lab")
 
 
@@ -113,17 +129,20 @@ class Run:
         servers: Servers,
         end_test: Callable[[], None],
         connection_totals: Callable[[], ClientConnections],
+        ending: Ending,
     ) -> None:
         self.environment = environment
         self.servers = servers
         self.end_test = end_test
         self.connection_totals = connection_totals
+        self.ending = ending
         first = next(iter(configs.values()))
         self.config = first
         self.started = utc_now()
         self.started_mono = time.monotonic()
         self.folder = new_run_dir(first.run_dir, first.scenario, self.started)
-        self.interrupted = False
+        # The name this run's clients report their connections under (keepalive_lab.feed).
+        self.token = f"{self.folder.name}-{os.getpid()}"
         self.failed_reason = ""
         self.target_baseline = servers.target_counts()
         opts = environment.parsed_options
@@ -165,7 +184,9 @@ class Run:
         if port is None:
             self.record.sidecar = SidecarState(status="off", error=f"no port in host {host!r}")
             return
-        self.sidecar = SidecarProcess(port, self.folder / SOCKETS_CSV, cfg.sample_interval_s, family=ip_family(host))
+        self.sidecar = SidecarProcess(
+            port, self.folder / SOCKETS_CSV, cfg.sample_interval_s, family=ip_family(host), token=self.token
+        )
         # The first sample must precede the load: test_start blocks spawning while it waits.
         if not self.sidecar.wait_first_row(SIDECAR_START_TIMEOUT_S, sleep=gevent.sleep):
             log.warning("the socket sidecar took no sample within %s s; the test goes on", SIDECAR_START_TIMEOUT_S)
@@ -181,8 +202,14 @@ class Run:
                 self.sidecar_failed = True
                 log.warning("the socket sidecar stopped during the test; the test goes on without it")
             death = self.servers.death()
+            waited = self.connection_totals().pool_timeouts
             if death is not None:
                 self.failed_reason = death
+            elif waited:
+                self.failed_reason = (
+                    f"{waited} request(s) waited more than {self.config.pool_wait_s:g} s for a connection "
+                    "(--pool-wait): every connection of the pool was held"
+                )
             elif locust_compat.greenlet_crashed():
                 self.failed_reason = GREENLET_CRASHED
             else:
@@ -206,24 +233,52 @@ class Run:
             self.record.sidecar = self.sidecar.stop()
         self._write_locust_files()
         stats = env.stats.total
-        status, reason = Status.COMPLETED, ""
-        if self.failed_reason:
-            status, reason = Status.FAILED, self.failed_reason
-        elif env.runner is not None and env.runner.exceptions:
-            status, reason = Status.FAILED, f"{len(env.runner.exceptions)} unhandled exception(s) in user code"
-        elif self.interrupted:
-            status, reason = Status.INTERRUPTED, "stopped by Ctrl-C or SIGTERM before the test ended"
         r = self.record
         r.end = iso(utc_now())
         r.duration_s = round(time.monotonic() - self.started_mono, 3)
-        r.status, r.status_reason = status, reason
         r.client_connections = self.connection_totals()
         r.requests, r.failures = stats.num_requests, stats.num_failures
+        r.last_request_ts = stats.last_request_timestamp
+        r.status, r.status_reason = self._status(r.client_connections)
         r.write(self.folder)
-        if status is Status.FAILED and env.process_exit_code is None:
-            env.process_exit_code = 1
-        log.info("run folder %s: status %s", self.folder, status)
+        code = {Status.FAILED: 1, Status.STUCK: 1, Status.INTERRUPTED: SIGNAL_EXIT_CODES.get(self.ending.signal, 1)}
+        if r.status in code and env.process_exit_code is None:
+            env.process_exit_code = code[r.status]
+        log.info("run folder %s: status %s", self.folder, r.status)
         print(self.summary_line(), file=sys.stderr, flush=True)
+
+    def _status(self, conns: ClientConnections) -> tuple[Status, str]:
+        """The run's status and its reason: ``completed`` only when it ran as asked."""
+        env = self.environment
+        stats = env.stats.total
+        if self.failed_reason:
+            return Status.FAILED, self.failed_reason
+        if env.runner is not None and env.runner.exceptions:
+            return Status.FAILED, f"{len(env.runner.exceptions)} unhandled exception(s) in user code"
+        if stats.num_requests and stats.num_failures == stats.num_requests:
+            return Status.FAILED, f"every request failed: {self._main_failure()}"
+        if self.ending.signal:
+            return Status.INTERRUPTED, f"stopped by {self.ending.signal} before the test ended"
+        if conns.pool_waits_cut:
+            return Status.STUCK, (
+                f"{conns.pool_waits_cut} user(s) were still waiting for a connection when the test ended: "
+                "every connection of the pool was held"
+            )
+        if self.ending.stop_requested and not self.ending.budget_spent:
+            return Status.STOPPED, "stopped from the web UI before the test ended"
+        return Status.COMPLETED, ""
+
+    def _main_failure(self) -> str:
+        """The most common failure, in words (the server refused every connection, ...)."""
+        errors: Counter[str] = Counter()
+        for entry in self.environment.stats.errors.values():
+            errors[str(entry.error)] += entry.occurrences
+        if not errors:
+            return "no error recorded"
+        text, _ = errors.most_common(1)[0]
+        if "ConnectionRefused" in text or "Connection refused" in text or "Errno 111" in text:
+            return f"the server refused every connection ({urllib.parse.urlsplit(self.environment.host or '').netloc})"
+        return text[:200]
 
     def summary_line(self) -> str:
         r = self.record

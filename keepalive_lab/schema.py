@@ -198,41 +198,65 @@ class Status(StrEnum):
     """How a run ended (``running`` while it runs, and forever if Locust was killed)."""
 
     RUNNING = "running"
-    COMPLETED = "completed"
-    INTERRUPTED = "interrupted"
-    FAILED = "failed"
+    COMPLETED = "completed"  # it ran as asked
+    STOPPED = "stopped"  # the web UI's STOP button ended it early
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM ended it early
+    STUCK = "stuck"  # it ended (-t) while users waited for a connection that never came
+    FAILED = "failed"  # something broke: see status_reason
 
 
 @dataclass
 class ClientConnections(Record):
     """Connections counted at the client's pool, where the client decides (exact against any server).
 
-    ``opened``: ``connect()`` returned. ``closed``: closed by the client. ``discarded``: closed
-    because they came back to a full pool. ``connect_errors``: failed connects, and by errno (as
-    a string key; 99 is EADDRNOTAVAIL). Times are Unix seconds.
+    ``opened``: TCP ``connect()`` returned. ``closed``: every close, which splits into
+    ``closed_by_client`` (the client closed first: its TIME_WAIT), ``reset_by_client`` (closed
+    with unread data: a reset, no TIME_WAIT), ``closed_by_server`` (the server had closed or
+    announced it: the server's TIME_WAIT) and ``closed_idle`` (idle pooled connections closed
+    when the pool shut down). ``discarded``: the client's closes of connections that came back
+    to a full pool. ``connect_errors``: failed connects, and by errno (as a string key; 99 is
+    EADDRNOTAVAIL); ``tls_errors``: failed TLS handshakes, by reason. ``pool_timeouts``:
+    requests that found no free connection within ``--pool-wait`` (``pool_timeout_users``: the
+    users they belonged to); ``pool_waits_cut``: users still waiting for a connection, with no
+    connection given back to their pool meanwhile, when the test ended. Times are Unix seconds.
     """
 
     opened: int = 0
     closed: int = 0
+    closed_by_client: int | None = None
+    reset_by_client: int | None = None
+    closed_by_server: int | None = None
+    closed_idle: int | None = None
     discarded: int = 0
     connect_errors: int = 0
     connect_errors_by_errno: dict[str, int] = field(default_factory=dict)
+    tls_errors: int = 0
+    tls_errors_by_reason: dict[str, int] = field(default_factory=dict)
+    pool_timeouts: int = 0
+    pool_timeout_users: int = 0
+    pool_waits_cut: int = 0
     first_connect_ts: float | None = None
     first_addr_not_available_ts: float | None = None
     opened_before_addr_not_available: int | None = None
+
+    SUMMED: typing.ClassVar[tuple[str, ...]] = (
+        "opened", "closed", "closed_by_client", "reset_by_client", "closed_by_server", "closed_idle", "discarded",
+        "connect_errors", "tls_errors", "pool_timeouts", "pool_timeout_users", "pool_waits_cut",
+    )  # fmt: skip
 
     @classmethod
     def total(cls, parts: list[ClientConnections]) -> ClientConnections:
         """The sum of several processes' counts (Locust workers); the earliest first times."""
         out = cls()
-        for part in parts:
-            out.opened += part.opened
-            out.closed += part.closed
-            out.discarded += part.discarded
-            out.connect_errors += part.connect_errors
-            for code, n in part.connect_errors_by_errno.items():
-                out.connect_errors_by_errno[code] = out.connect_errors_by_errno.get(code, 0) + n
-        out.connect_errors_by_errno = dict(sorted(out.connect_errors_by_errno.items()))
+        for name in cls.SUMMED:
+            values = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+            setattr(out, name, sum(values) if values or getattr(out, name) is not None else None)
+        for key in ("connect_errors_by_errno", "tls_errors_by_reason"):
+            merged: dict[str, int] = {}
+            for part in parts:
+                for code, n in getattr(part, key).items():
+                    merged[code] = merged.get(code, 0) + n
+            setattr(out, key, dict(sorted(merged.items())))
         for key in ("first_connect_ts", "first_addr_not_available_ts"):
             stamps = [getattr(p, key) for p in parts if getattr(p, key) is not None]
             setattr(out, key, min(stamps) if stamps else None)
@@ -254,6 +278,7 @@ class KernelFacts(Record):
     tcp_tw_reuse: int | None = None
     hostname: str = ""
     isolated: bool = False  # the run had a private network namespace: loopback was its only interface
+    tcp_max_tw_buckets: int | None = None  # the most TIME_WAIT sockets the namespace keeps
     netns_id: int | None = None  # the network namespace's inode number (/proc/self/ns/net)
     baseline: dict[str, int] | None = None
 
@@ -322,6 +347,7 @@ class RunRecord(Record):
     client_connections: ClientConnections | None = None
     requests: int | None = None
     failures: int | None = None
+    last_request_ts: float | None = None  # Unix time of the last request: the load's end
     target_connections_accepted: int | None = None
     sidecar: SidecarState = field(default_factory=SidecarState)
 
@@ -392,16 +418,31 @@ class TargetCounts(Record):
 
 @dataclass(frozen=True)
 class SocketSample:
-    """One row of ``sockets.csv``: the sockets with the target port on either end, and kernel counters.
+    """One row of ``sockets.csv``: the TCP sockets with the target port on either end, and kernel counters.
 
-    ``ts``: Unix time, seconds. ``host``: hostname. ``client_*``: sockets whose *remote* port is
-    the target port, by state. ``server_*``: sockets whose *local* port is the target port
-    (listening sockets excluded). ``ports_in_use``: distinct local ports of client-side sockets,
-    any state (a TIME_WAIT socket holds its port for 60 s). ``port_range``: the size of
-    ``net.ipv4.ip_local_port_range``. ``active_opens``, ``passive_opens``, ``attempt_fails``,
-    ``estab_resets``: cumulative ``Tcp:`` counters of /proc/net/snmp (whole namespace).
-    ``tw_total``: TIME_WAIT sockets of the namespace (/proc/net/sockstat). ``sample_ms``: what
-    the sample cost, milliseconds.
+    Client side: sockets whose *remote* port is the target port; server side: sockets whose
+    *local* port is the target port (listening sockets excluded). Three sets of figures:
+
+    this run's own (no prefix)
+        the sockets of the connections this run's clients opened (their socket cookies, told to
+        the sidecar as they connect); with no client telling (``python -m keepalive_lab.sidecar``
+        around another program), every socket that was not there at the first sample.
+    ``preexisting_*``
+        sockets already there at the first sample (known by their cookie, or 4-tuple), such as an
+        earlier run's TIME_WAIT, which lasts 60 s.
+    ``host_*``
+        every such socket of the host (network namespace), whoever made it.
+
+    ``ts``: Unix time, seconds. ``host``: hostname. ``*_established``, ``*_time_wait``,
+    ``*_close_wait``, ``*_other``: sockets by state. ``ports_in_use``: distinct local ports of
+    client-side sockets, any state (a TIME_WAIT socket holds its port for 60 s).
+    ``client_time_wait_churned``: the run's own client sockets that have entered TIME_WAIT since
+    the first sample, cumulative, leaving out idle pooled connections closed when their pool shut
+    down (``client_time_wait_idle``). ``server_time_wait_entered``: the same for the server side.
+    ``port_range``: the size of ``net.ipv4.ip_local_port_range``. ``active_opens``,
+    ``passive_opens``, ``attempt_fails``, ``estab_resets``: cumulative ``Tcp:`` counters of
+    /proc/net/snmp (whole namespace). ``tw_total``: TIME_WAIT sockets of the namespace
+    (/proc/net/sockstat). ``sample_ms``: what the sample cost, milliseconds.
     """
 
     ts: float
@@ -415,6 +456,15 @@ class SocketSample:
     server_close_wait: int
     server_other: int
     ports_in_use: int
+    client_time_wait_churned: int
+    client_time_wait_idle: int
+    server_time_wait_entered: int
+    preexisting_client_time_wait: int
+    preexisting_server_time_wait: int
+    preexisting_ports_in_use: int
+    host_client_time_wait: int
+    host_server_time_wait: int
+    host_ports_in_use: int
     port_range: int
     active_opens: int
     passive_opens: int
@@ -428,7 +478,21 @@ class SocketSample:
 
 
 SOCKETS_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SocketSample))
-SOCKET_STATE_COLUMNS = SOCKETS_COLUMNS[2:11]  # the socket counts, which every sampler must agree on
+SOCKET_STATE_COLUMNS = SOCKETS_COLUMNS[2:11]  # the run's own socket counts, which every sampler must agree on
+# Columns added after the first format: an older sockets.csv without them still loads (they read
+# as missing values, and the figures that need them fall back or stay empty).
+SOCKETS_ADDED = (
+    "client_time_wait_churned",
+    "client_time_wait_idle",
+    "server_time_wait_entered",
+    "preexisting_client_time_wait",
+    "preexisting_server_time_wait",
+    "preexisting_ports_in_use",
+    "host_client_time_wait",
+    "host_server_time_wait",
+    "host_ports_in_use",
+)
+SOCKETS_REQUIRED = tuple(c for c in SOCKETS_COLUMNS if c not in SOCKETS_ADDED)
 SOCKETS_DTYPES: dict[str, str] = {
     f.name: {"float": "float64", "int": "int64", "str": "string"}[str(f.type)] for f in dataclasses.fields(SocketSample)
 }
@@ -455,7 +519,7 @@ class Column:
 SUMMARY: tuple[Column, ...] = (
     Column("run_id", "id", "the run folder's name: UTC start time and scenario"),
     Column("scenario", "text", "the scenario name (the gate's rules match it)"),
-    Column("status", "text", "completed, interrupted or failed"),
+    Column("status", "text", "completed, stopped, interrupted, stuck or failed (see run.json's status_reason)"),
     Column("requests", "number", "requests made (Locust's Aggregated row)"),
     Column("failures", "number", "requests that failed (Locust's Aggregated row)"),
     Column("rps", "number", "requests per second (Locust's Aggregated row)"),
@@ -470,20 +534,67 @@ SUMMARY: tuple[Column, ...] = (
     ),
     Column("connections_source", "text", "where connections_opened comes from: target, client or kernel"),
     Column("connections_per_request", "number", "connections_opened / requests; reuse is 1 minus it"),
-    Column("churn_per_s", "number", "connections opened per second of the run"),
-    Column("peak_client_time_wait", "number", "peak client-side TIME_WAIT sockets over sockets.csv"),
-    Column("peak_server_time_wait", "number", "peak server-side TIME_WAIT sockets over sockets.csv"),
-    Column("peak_ports_in_use", "number", "peak distinct local ports of client-side sockets"),
+    Column(
+        "client_closes",
+        "number",
+        "connections the client closed while the server held them open, during the load (pool shutdown at the "
+        "end left out): the client pool's count, else the kernel's TIME_WAIT count",
+    ),
+    Column("client_closes_per_request", "number", "client_closes / requests: above 0.1 the run churns"),
+    Column("server_closes", "number", "connections the server closed first (the target's count, else the client's)"),
+    Column(
+        "churn_per_s",
+        "number",
+        "the rate at which the run leaves TIME_WAIT on the client, from its first connection to its last "
+        "request (or first errno 99), per s: the sidecar's count of the run's own client sockets entering "
+        "TIME_WAIT (idle pooled connections closed at the end left out), else the client's closes",
+    ),
+    Column("churn_source", "text", "where churn_per_s comes from: kernel (the sidecar) or client"),
+    Column("peak_client_time_wait", "number", "peak of this run's own client-side TIME_WAIT sockets"),
+    Column("peak_server_time_wait", "number", "peak of this run's own server-side TIME_WAIT sockets"),
+    Column("peak_ports_in_use", "number", "peak of the distinct local ports of this run's own client sockets"),
     Column("port_range", "number", "size of net.ipv4.ip_local_port_range, ports"),
     Column("peak_port_use_pct", "number", "100 x peak_ports_in_use / port_range, %"),
-    Column("projected_port_use_pct", "number", "100 x churn_per_s x 60 / port_range, %: steady state with no reuse"),
+    Column(
+        "preexisting_client_time_wait",
+        "number",
+        "client-side TIME_WAIT sockets already there when the run started (an earlier run's, say), left out of "
+        "the run's own figures",
+    ),
+    Column(
+        "peak_host_ports_in_use", "number", "peak of the host's ports in use toward the target port, whoever made them"
+    ),
+    Column(
+        "projected_port_use_pct",
+        "number",
+        "100 x churn_per_s x 60 / port_range, %: the client's steady state with no TIME_WAIT reuse (0 when the "
+        "server closes first)",
+    ),
     Column(
         "seconds_to_exhaustion", "number", "port_range / churn_per_s when the projection is >= 100 %, else empty, s"
+    ),
+    Column(
+        "tw_reuse_limit_per_s",
+        "number",
+        "with tcp_tw_reuse on for this destination (1, or 2 on loopback): the churn above which the range still "
+        "runs out, port_range / 1 s, per s; else empty",
     ),
     Column(
         "server_time_wait_pct",
         "number",
         "the server's share of TIME_WAIT, 100 x server / (server + client) at their peaks, %",
+    ),
+    Column(
+        "server_churn_per_s",
+        "number",
+        "the rate at which the run leaves TIME_WAIT on the server (seen only when the server is on this host), per s",
+    ),
+    Column("tcp_max_tw_buckets", "number", "net.ipv4.tcp_max_tw_buckets: the most TIME_WAIT sockets a host keeps"),
+    Column(
+        "projected_server_tw_pct",
+        "number",
+        "100 x server_churn_per_s x 60 / tcp_max_tw_buckets, %: past 100 the kernel destroys TIME_WAIT sockets "
+        'early ("time wait bucket table overflow")',
     ),
     Column("addr_not_available_errors", "number", "failures with errno 99 (EADDRNOTAVAIL)"),
     Column(
@@ -491,6 +602,7 @@ SUMMARY: tuple[Column, ...] = (
         "number",
         "failures on a connection the server had closed (RemoteDisconnected, ConnectionResetError, broken pipe)",
     ),
+    Column("tls_errors", "number", "failed TLS handshakes (counted at the client)"),
     Column(
         "observed_seconds_to_exhaustion",
         "number",

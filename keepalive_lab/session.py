@@ -22,7 +22,7 @@ from keepalive_lab.clients import close_pool, make_pool
 from keepalive_lab.clients.counts import ConnectionCounts
 from keepalive_lab.config import ConfigError, PoolScope, ScenarioConfig
 from keepalive_lab.options import resolve
-from keepalive_lab.run import GREENLET_CRASHED, Run
+from keepalive_lab.run import GREENLET_CRASHED, Ending, Run
 from keepalive_lab.schema import ClientConnections
 from keepalive_lab.servers import Servers
 from keepalive_lab.workers import WorkerLink
@@ -39,12 +39,14 @@ class Session:
         self.configs: dict[type, ScenarioConfig] = {}
         self.servers = Servers()
         self.run: Run | None = None
+        self.feed_token: str | None = None  # the name this process's clients report under
         self.counts = ConnectionCounts()
-        self.link = WorkerLink(environment.runner, self.count_done)
+        self.link = WorkerLink(environment.runner, self.count_done, self.on_run_announced)
         self.shared_pools: dict[type, Any] = {}
         self.all_spawned = gevent.event.Event()
         self.users_done = 0
         self.users_started = 0
+        self.ending = Ending()  # why the current test ends, as far as this process knows
 
     # -- roles -------------------------------------------------------------------------------
     @property
@@ -85,12 +87,18 @@ class Session:
         for pool in self.shared_pools.values():
             close_pool(pool)
         self.shared_pools.clear()
+        self.counts.feed.flush_all(sleep=gevent.sleep)
 
     def connection_totals(self) -> ClientConnections:
         parts = list(self.link.counts_by_worker.values())
         if self.runs_users:
             parts.append(self.counts.snapshot())
         return ClientConnections.total(parts)
+
+    def on_run_announced(self, token: str | None) -> None:
+        """A worker learns the name its clients report under for the test that starts."""
+        self.feed_token = token
+        self.counts.feed.connect(token)
 
     # -- finishing on --requests-per-user ----------------------------------------------------
     def admit_user(self, budgeted: bool) -> bool:
@@ -117,6 +125,7 @@ class Session:
         runner = self.environment.runner
         if runner is not None and self.users_done >= locust_compat.target_user_count(runner) > 0:
             log.info("every user made its --requests-per-user requests; ending the test")
+            self.ending.budget_spent = True
             gevent.spawn(self.end_test)
 
     def end_test(self) -> None:
@@ -131,24 +140,28 @@ class Session:
 
     # -- the test's life ---------------------------------------------------------------------
     def on_test_start(self) -> None:
-        if self.runs_users:
-            self.counts = ConnectionCounts()
-            self.users_done = 0
-            self.users_started = 0
-            self.all_spawned.clear()
-            self.close_shared_pools()
         self.link.reset()
         try:
             configs = self.resolve_configs()
-        except ConfigError as e:  # only reachable from the web UI; the CLI was checked at init
+        except ConfigError as e:  # only reachable from the web UI; the form was checked before
             log.error("%s", e)
             gevent.spawn(self.environment.runner.stop)
             return
         if self.writes_runs and configs:
+            self.ending = Ending()
             url = self.servers.restart_if_changed(next(iter(configs.values())), self.environment.host)
             if url is not None:
                 self.environment.host = url
-            self.run = Run(self.environment, configs, self.servers, self.end_test, self.connection_totals)
+            self.run = Run(self.environment, configs, self.servers, self.end_test, self.connection_totals, self.ending)
+            self.feed_token = self.run.token
+            self.link.announce_run(self.feed_token)
+        if self.runs_users:
+            self.counts = ConnectionCounts()
+            self.counts.feed.connect(self.feed_token)
+            self.users_done = 0
+            self.users_started = 0
+            self.all_spawned.clear()
+            self.close_shared_pools()
 
     def on_test_stop(self) -> None:
         if self.runs_users:
@@ -159,13 +172,13 @@ class Session:
             run, self.run = self.run, None
             run.finish()
 
-    def on_quitting(self) -> None:
-        """Ctrl-C, SIGTERM, or a crashed greenlet: finish the running test's folder, marked interrupted."""
+    def on_quitting(self, signal_name: str | None) -> None:
+        """Ctrl-C, SIGTERM, or a crashed greenlet: finish the running test's folder, marked so."""
         if self.run is None:
             return
         if locust_compat.greenlet_crashed() and not self.run.failed_reason:
             self.run.failed_reason = GREENLET_CRASHED
-        self.run.interrupted = True
+        self.ending.signal = signal_name or "SIGINT"
         if self.environment.runner is not None:
             self.environment.runner.stop()
         if self.run is not None:  # the runner had nothing to stop

@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
-from keepalive_lab import kernel
+from keepalive_lab import feed, kernel
 from keepalive_lab.cli import one_line_errors
 from keepalive_lab.config import DEFAULTS
 from keepalive_lab.netns import die_with_parent, exit_code, managed_child, terminate, watch_parent
@@ -41,93 +41,79 @@ METHODS = ("auto", "netlink", "psutil")
 DEFAULT_INTERVAL_S = DEFAULTS.sample_interval_s
 
 
+TIME_WAIT_S = 60.0
+# A fed local port still marks server-side sockets as the run's own this long after it was fed:
+# the server's TIME_WAIT of a connection the server closed outlives the client's socket by 60 s.
+PORT_MEMORY_S = TIME_WAIT_S + 10.0
+ESTABLISHED, TIME_WAIT, CLOSE_WAIT = 1, 6, 8  # Linux TCP states
+SETTLE_S = 1.0  # the last sample waits this long at most for closing sockets to settle
+# A told socket is forgotten once no sample has seen it for this long: a socket can be missed by
+# one sample (it changes state between the dump of TIME_WAIT sockets and that of the others).
+FORGET_S = 2.0
+
+
 class Sampler(Protocol):
     name: str
 
-    def sockets(self, port: int) -> dict[str, int]: ...
+    def sockets(self, port: int) -> tuple[Any, Any, Any, Any]:
+        """(state, local port, remote port, key) arrays: every non-listening TCP socket with ``port``
+        on either end. ``key`` identifies a socket across samples: its cookie, or its 4-tuple."""
+        ...
 
-
-def _counts(client_states: list[str], server_states: list[str], client_local_ports: set[int]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for side, states in (("client", client_states), ("server", server_states)):
-        est = states.count("established")
-        tw = states.count("time_wait")
-        cw = states.count("close_wait")
-        out |= {
-            f"{side}_established": est,
-            f"{side}_time_wait": tw,
-            f"{side}_close_wait": cw,
-            f"{side}_other": len(states) - est - tw - cw,
-        }
-    out["ports_in_use"] = len(client_local_ports)
-    return out
+    exact_keys: bool  # True when keys are socket cookies (what clients feed)
 
 
 class NetlinkSampler:
     """Linux fast path: sock_diag dumps filtered by port in the kernel, decoded with numpy."""
 
     name = "netlink"
+    exact_keys = True
 
     def __init__(self, families: str = "both") -> None:
-        import numpy as np
+        from keepalive_lab.sockdiag import SockDiag
 
-        from keepalive_lab.sockdiag import TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_TIME_WAIT, SockDiag
-
-        self._np = np
         self._diag = SockDiag()
-        self._states = (TCP_ESTABLISHED, TCP_TIME_WAIT, TCP_CLOSE_WAIT)
         self._families = {"4": (socket.AF_INET,), "6": (socket.AF_INET6,)}.get(
             families, (socket.AF_INET, socket.AF_INET6)
         )
 
-    def sockets(self, port: int) -> dict[str, int]:
-        np = self._np
-        state, lport, rport = self._diag.dump(port, self._families)
-        out: dict[str, int] = {}
-        client = rport == port
-        for side, mask in (("client", client), ("server", lport == port)):
-            by_state = np.bincount(state[mask], minlength=16)
-            est, tw, cw = (int(by_state[s]) for s in self._states)
-            out |= {
-                f"{side}_established": est,
-                f"{side}_time_wait": tw,
-                f"{side}_close_wait": cw,
-                f"{side}_other": int(by_state.sum()) - est - tw - cw,
-            }
-        out["ports_in_use"] = int(np.count_nonzero(np.bincount(lport[client], minlength=65536)))
-        return out
+    def sockets(self, port: int) -> tuple[Any, Any, Any, Any]:
+        return self._diag.dump(port, self._families)
 
 
 class PsutilSampler:
-    """Portable path: ``psutil.net_connections('tcp')``."""
+    """Portable path: ``psutil.net_connections('tcp')``; a socket's key is its 4-tuple."""
 
     name = "psutil"
+    exact_keys = False
 
     def __init__(self) -> None:
         import psutil
 
         self._psutil = psutil
-        self._names = {
-            psutil.CONN_ESTABLISHED: "established",
-            psutil.CONN_TIME_WAIT: "time_wait",
-            psutil.CONN_CLOSE_WAIT: "close_wait",
+        self._states = {
+            psutil.CONN_ESTABLISHED: ESTABLISHED,
+            psutil.CONN_TIME_WAIT: TIME_WAIT,
+            psutil.CONN_CLOSE_WAIT: CLOSE_WAIT,
         }
 
-    def sockets(self, port: int) -> dict[str, int]:
+    def sockets(self, port: int) -> tuple[Any, Any, Any, Any]:
+        import numpy as np
+
         psutil = self._psutil
-        client: list[str] = []
-        server: list[str] = []
-        ports: set[int] = set()
+        rows = []
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN:
+            if conn.status == psutil.CONN_LISTEN or not conn.laddr or not conn.raddr:
                 continue
-            state = self._names.get(conn.status, "other")
-            if conn.raddr and conn.raddr.port == port:
-                client.append(state)
-                ports.add(conn.laddr.port)
-            if conn.laddr and conn.laddr.port == port:
-                server.append(state)
-        return _counts(client, server, ports)
+            if conn.raddr.port == port or conn.laddr.port == port:
+                four = (conn.laddr.ip, conn.laddr.port, conn.raddr.ip, conn.raddr.port)
+                key = hash(four) & 0x7FFF_FFFF_FFFF_FFFF
+                rows.append((self._states.get(conn.status, 0), conn.laddr.port, conn.raddr.port, key))
+        if not rows:
+            return np.zeros(0, np.uint8), np.zeros(0, np.uint16), np.zeros(0, np.uint16), np.zeros(0, np.uint64)
+        state, lport, rport, key = zip(*rows, strict=True)
+        return (np.array(state, np.uint8), np.array(lport, np.uint16), np.array(rport, np.uint16),
+                np.array(key, np.uint64))  # fmt: skip
 
 
 def make_sampler(method: str = "auto", families: str = "both") -> Sampler:
@@ -141,11 +127,141 @@ def make_sampler(method: str = "auto", families: str = "both") -> Sampler:
     return PsutilSampler()
 
 
-def sample(sampler: Sampler, port: int, host: str | None = None) -> SocketSample:
-    """Take one sample: the sockets of ``port`` plus the kernel's counters."""
+class Attribution:
+    """Which sockets are this run's own, sample after sample, and what they did since the first one.
+
+    The first sample is the baseline: its sockets are pre-existing. When the run's clients tell
+    (:mod:`keepalive_lab.feed`) which connections they open, exactly those are the run's own,
+    and on the server side the sockets whose remote port is one of theirs. When nobody tells, the
+    run's own are all the sockets that were not there at the first sample.
+    """
+
+    def __init__(self, exact_keys: bool) -> None:
+        import numpy as np
+
+        self._np = np
+        self.exact_keys = exact_keys
+        self.baseline: Any = None
+        self.told = False  # a client has told of a connection: attribution by its reports
+        self._own = _Keys()  # the run's sockets (cookies), as told, until no sample sees them
+        self._idle = _Keys()  # the run's idle pooled sockets closed at pool shutdown
+        self._port_told_at = np.zeros(65536, np.float64)
+        self._prev_client_tw = np.zeros(0, np.uint64)
+        self._prev_server_tw = np.zeros(0, np.uint64)
+        self.client_churned = 0
+        self.client_idle = 0
+        self.server_entered = 0
+
+    def tell(self, kind: bytes, port: int, cookie: int, now: float) -> None:
+        """A client's report (see :mod:`keepalive_lab.feed`)."""
+        self.told = True
+        if kind == feed.OPENED:
+            self._port_told_at[port] = now
+            if cookie:
+                self._own.add(cookie, now)
+        elif kind == feed.IDLE_CLOSED and cookie:
+            self._idle.add(cookie, now)
+
+    def count(self, state: Any, lport: Any, rport: Any, key: Any, port: int, now: float) -> dict[str, int]:
+        np = self._np
+        if self.baseline is None:
+            self.baseline = np.unique(key)
+        client, server = rport == port, lport == port
+        pre = np.isin(key, self.baseline)
+        if not self.told:
+            own_client, own_server = client & ~pre, server & ~pre
+        else:
+            recent = self._port_told_at >= now - PORT_MEMORY_S
+            own_server = server & ~pre & recent[rport]
+            if self.exact_keys:
+                own_client = client & self._own.seen(key, now)
+            else:
+                own_client = client & ~pre & recent[lport]
+        out = _by_state("client", state[own_client]) | _by_state("server", state[own_server])
+        out["ports_in_use"] = _distinct(lport[own_client])
+        # Sockets that entered TIME_WAIT since the last sample (a TIME_WAIT socket keeps its key).
+        client_tw = np.unique(key[own_client & (state == TIME_WAIT)])
+        entered = np.setdiff1d(client_tw, self._prev_client_tw, assume_unique=True)
+        idle = int(self._idle.seen(entered, now).sum())
+        self.client_idle += idle
+        self.client_churned += len(entered) - idle
+        server_tw = np.unique(key[own_server & (state == TIME_WAIT)])
+        self.server_entered += len(np.setdiff1d(server_tw, self._prev_server_tw, assume_unique=True))
+        self._prev_client_tw, self._prev_server_tw = client_tw, server_tw
+        tw = state == TIME_WAIT
+        out |= {
+            "client_time_wait_churned": self.client_churned,
+            "client_time_wait_idle": self.client_idle,
+            "server_time_wait_entered": self.server_entered,
+            "preexisting_client_time_wait": int((client & pre & tw).sum()),
+            "preexisting_server_time_wait": int((server & pre & tw).sum()),
+            "preexisting_ports_in_use": _distinct(lport[client & pre]),
+            "host_client_time_wait": int((client & tw).sum()),
+            "host_server_time_wait": int((server & tw).sum()),
+            "host_ports_in_use": _distinct(lport[client]),
+        }
+        return out
+
+
+class _Keys:
+    """A set of socket cookies, each forgotten :data:`FORGET_S` after it was last told or seen."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._np = np
+        self.keys = np.zeros(0, np.uint64)
+        self.last = np.zeros(0, np.float64)
+        self._told: dict[int, float] = {}
+
+    def add(self, key: int, now: float) -> None:
+        self._told[key] = now
+
+    def seen(self, present: Any, now: float) -> Any:
+        """Mark which of ``present`` are known, refresh those, forget the stale; a mask over ``present``."""
+        np = self._np
+        if self._told:
+            told = np.fromiter(self._told, np.uint64, len(self._told))
+            at = np.fromiter(self._told.values(), np.float64, len(self._told))
+            self._told.clear()
+            keys, last = np.concatenate([self.keys, told]), np.concatenate([self.last, at])
+            order = np.lexsort((-last, keys))  # by key, the latest first
+            keys, last = keys[order], last[order]
+            first = np.ones(len(keys), bool)
+            first[1:] = keys[1:] != keys[:-1]
+            self.keys, self.last = keys[first], last[first]
+        mask = np.isin(present, self.keys)
+        self.last[np.isin(self.keys, present)] = now
+        keep = self.last >= now - FORGET_S
+        self.keys, self.last = self.keys[keep], self.last[keep]
+        return mask
+
+
+def _by_state(side: str, states: Any) -> dict[str, int]:
+    import numpy as np
+
+    by_state = np.bincount(states, minlength=16)
+    est, tw, cw = (int(by_state[s]) for s in (ESTABLISHED, TIME_WAIT, CLOSE_WAIT))
+    return {
+        f"{side}_established": est,
+        f"{side}_time_wait": tw,
+        f"{side}_close_wait": cw,
+        f"{side}_other": len(states) - est - tw - cw,
+    }
+
+
+def _distinct(ports: Any) -> int:
+    import numpy as np
+
+    return int(np.count_nonzero(np.bincount(ports, minlength=65536))) if len(ports) else 0
+
+
+def sample(sampler: Sampler, port: int, attribution: Attribution, host: str | None = None) -> SocketSample:
+    """Take one sample: the sockets of ``port``, attributed, plus the kernel's counters."""
     t0 = time.perf_counter()
     ts = time.time()
-    socks = sampler.sockets(port)
+    state, lport, rport, key = sampler.sockets(port)
+    socks = attribution.count(state, lport, rport, key, port, ts)
     snmp = kernel.snmp_tcp()
     row = SocketSample(
         ts=round(ts, 3),
@@ -196,25 +312,52 @@ class Sidecar:
         count: int = 0,
         method: str = "auto",
         families: str = "both",
+        token: str | None = None,
     ) -> None:
         self.port = port
         self.interval_s = interval_s
         self.count = count
         self.sampler = make_sampler(method, families)
+        self.attribution = Attribution(self.sampler.exact_keys)
+        self.receiver = feed.Receiver(token) if token else None
         self.writer = CsvWriter(out)
         self.stop_event = threading.Event()
         self.host = socket.gethostname()
 
-    def take(self) -> None:
-        self.writer.write(sample(self.sampler, self.port, self.host))
+    def take(self, settle_s: float = 0.0) -> None:
+        """Write one sample. With ``settle_s`` (the last one), wait up to that long for the run's
+        closing sockets to settle (FIN_WAIT, LAST_ACK... into TIME_WAIT or gone) first."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            if self.receiver is not None:
+                now = time.time()
+                for kind, port, cookie in self.receiver.drain():
+                    self.attribution.tell(kind, port, cookie, now)
+            row = sample(self.sampler, self.port, self.attribution, self.host)
+            if row.client_other + row.server_other == 0 or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        self.writer.write(row)
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.receiver is not None:
+            self.receiver.close()
 
     def run(self, until: threading.Event | None = None) -> None:
-        """Sample until ``until`` (default: ``stop_event``) is set; the last sample is taken after it."""
+        """Sample until ``until`` (default: ``stop_event``) is set; the last sample is taken after it.
+
+        When a sample was already taken (the baseline, before a command starts), the next one
+        follows an interval later.
+        """
         done = until if until is not None else self.stop_event
         next_at = time.monotonic()
+        if self.writer.rows:
+            next_at += self.interval_s
+            done.wait(self.interval_s)
         while True:
             finished = done.is_set()
-            self.take()
+            self.take(settle_s=SETTLE_S if finished else 0.0)
             if finished or (self.count and self.writer.rows >= self.count):
                 return
             next_at = max(next_at + self.interval_s, time.monotonic())
@@ -231,6 +374,7 @@ class SidecarProcess:
         interval_s: float = DEFAULT_INTERVAL_S,
         method: str = "auto",
         family: str = "both",
+        token: str | None = None,
     ) -> None:
         self.port = port
         self.out = Path(out)
@@ -252,6 +396,7 @@ class SidecarProcess:
             family,
             "--parent-pid",
             str(os.getpid()),
+            *(["--feed", token] if token else []),
         ]
         self.proc = subprocess.Popen(
             cmd,
@@ -259,6 +404,7 @@ class SidecarProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=managed_child,
+            start_new_session=True,  # a signal to Locust's process group is Locust's to handle
         )
 
     def alive(self) -> bool:
@@ -349,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="IP versions to look at (default both; 4 halves the cost for an IPv4 target)",
     )
     p.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--feed", default=None, help=argparse.SUPPRESS)  # the run whose clients report (feed.py)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: a client to run and watch")
     return p
 
@@ -360,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.is_dir():
         parser.error(f"--out {str(args.out)!r} is a folder; give a CSV file path")
     try:
-        car = Sidecar(args.port, args.out, args.interval, args.count, args.method, args.family)
+        car = Sidecar(args.port, args.out, args.interval, args.count, args.method, args.family, args.feed)
     except OSError as e:
         parser.error(f"cannot start sampling ({e}); try --method psutil or check the --out path")
 
@@ -376,12 +523,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             car.run()
         finally:
-            car.writer.close()
+            car.close()
         return 0
+    car.take()  # the baseline, before the command opens any connection
     try:
         child = subprocess.Popen(command, preexec_fn=die_with_parent)
     except OSError as e:
-        car.writer.close()
+        car.close()
         parser.error(f"cannot run {command[0]!r}: {e.strerror}")
     signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
     signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGINT))
@@ -391,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         car.run(until=exited)
     finally:
-        car.writer.close()
+        car.close()
     waiter.join()
     return exit_code(child.returncode)
 

@@ -378,7 +378,12 @@ class TargetProcess:
         if self.stats_out:
             cmd += ["--stats-out", str(self.stats_out)]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, preexec_fn=managed_child
+            cmd,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=managed_child,
+            start_new_session=True,  # a signal to Locust's process group is Locust's to handle
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

@@ -53,6 +53,8 @@ class LabUser(User):
     """``shared``: one pool per process for this class, like one Go ``http.Client``; ``user``: one each."""
     pool_full: ClassVar[PoolFull | str] = DEFAULTS.pool_full
     """``discard``: open extra connections and close them on return to a full pool; ``block``: wait."""
+    pool_wait_s: ClassVar[float] = DEFAULTS.pool_wait_s
+    """Seconds a request waits for a free connection of a full blocking pool before it fails."""
     drain: ClassVar[Drain | str] = DEFAULTS.drain
     """``full``, ``close`` or ``none`` (see the module docstring)."""
     keep_alive: ClassVar[bool] = DEFAULTS.keep_alive

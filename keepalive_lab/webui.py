@@ -26,3 +26,13 @@ def check_start_form(web_ui: Any, host: Callable[[], str | None]) -> None:
         except ConfigError as e:
             return jsonify({"success": False, "message": str(e), "host": host()})
         return None
+
+
+def on_stop_button(web_ui: Any, stopped: Callable[[], None]) -> None:
+    """Call ``stopped()`` when the user presses STOP (the run is then ``stopped``, not ``completed``)."""
+    from flask import request
+
+    @web_ui.app.before_request
+    def note_stop() -> None:
+        if request.path == "/stop":
+            stopped()

@@ -11,6 +11,8 @@ custom messages (``runner.register_message``):
     send your stats report now: the master is about to write the run folder.
 ``keepalive_lab_flushed`` (worker → master)
     sent.
+``keepalive_lab_run`` (master → worker)
+    a test starts: the name its clients report their connections under (:mod:`keepalive_lab.feed`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from keepalive_lab.schema import ClientConnections
 MSG_USER_DONE = "keepalive_lab_user_done"
 MSG_FLUSH = "keepalive_lab_flush"
 MSG_FLUSHED = "keepalive_lab_flushed"
+MSG_RUN = "keepalive_lab_run"
 REPORT_KEY = "keepalive_lab_connections"
 STOP_TIMEOUT_S = 10.0
 
@@ -37,7 +40,7 @@ STOP_TIMEOUT_S = 10.0
 class WorkerLink:
     """One Locust process's side of the messages: a master, a worker, or neither (local runner)."""
 
-    def __init__(self, runner: Any, on_users_done: Callable[[int], None]) -> None:
+    def __init__(self, runner: Any, on_users_done: Callable[[int], None], on_run: Callable[[str | None], None]) -> None:
         self.runner = runner
         self.counts_by_worker: dict[str, ClientConnections] = {}
         self.flushed: set[str] = set()  # workers that answered the last MSG_FLUSH
@@ -46,6 +49,13 @@ class WorkerLink:
             runner.register_message(MSG_FLUSHED, lambda msg, **_: self.flushed.add(msg.node_id))
         elif isinstance(runner, WorkerRunner):
             runner.register_message(MSG_FLUSH, self._flush)
+            runner.register_message(MSG_RUN, lambda msg, **_: on_run(msg.data.get("token")))
+
+    def announce_run(self, token: str | None) -> None:
+        """Master: tell every worker the name its clients report under (before the users spawn)."""
+        if self.is_master:
+            for worker in locust_compat.worker_ids(self.runner):
+                self.runner.send_message(MSG_RUN, {"token": token}, client_id=worker)
 
     @property
     def is_worker(self) -> bool:

@@ -15,17 +15,17 @@ import time
 
 from keepalive_lab import kernel
 from keepalive_lab.schema import SOCKET_STATE_COLUMNS as SOCKET_COLUMNS
-from keepalive_lab.sidecar import NetlinkSampler, PsutilSampler, sample
+from keepalive_lab.sidecar import Attribution, NetlinkSampler, PsutilSampler, sample
 
 PORT = 8080
 
 
-def wait_settled(sampler, port, key, want, timeout_s=5.0):
+def wait_settled(sampler, port, attribution, key, want, timeout_s=5.0):
     deadline = time.monotonic() + timeout_s
-    row = sample(sampler, port)
+    row = sample(sampler, port, attribution)
     while getattr(row, key) != want and time.monotonic() < deadline:
         time.sleep(0.02)
-        row = sample(sampler, port)
+        row = sample(sampler, port, attribution)
     return row
 
 
@@ -35,6 +35,9 @@ def main() -> None:
     srv.bind(("127.0.0.1", PORT))
     srv.listen(1024)
     netlink, ps = NetlinkSampler(), PsutilSampler()
+    # Baselines taken before any connection: every socket made below is the run's own.
+    by_netlink, by_psutil, by_netlink_again = (Attribution(s.exact_keys) for s in (netlink, ps, netlink))
+    sample(netlink, PORT, by_netlink), sample(ps, PORT, by_psutil), sample(netlink, PORT, by_netlink_again)
     before = kernel.snmp_tcp()
     accepted, clients = [], []
     for _ in range(n):
@@ -65,14 +68,14 @@ def main() -> None:
         for a in accepted[third : 2 * third]:
             a.close()  # the client never closes: CLOSE_WAIT on the client, FIN_WAIT2 on the server
         key, want = "client_close_wait", third
-    row = wait_settled(netlink, PORT, key, want)
+    row = wait_settled(netlink, PORT, by_netlink, key, want)
     after = kernel.snmp_tcp()
     print(
         json.dumps(
             {
                 "netlink": {c: getattr(row, c) for c in SOCKET_COLUMNS},
-                "psutil": {c: getattr(sample(ps, PORT), c) for c in SOCKET_COLUMNS},
-                "netlink_again": {c: getattr(sample(netlink, PORT), c) for c in SOCKET_COLUMNS},
+                "psutil": {c: getattr(sample(ps, PORT, by_psutil), c) for c in SOCKET_COLUMNS},
+                "netlink_again": {c: getattr(sample(netlink, PORT, by_netlink_again), c) for c in SOCKET_COLUMNS},
                 "active_opens": after["ActiveOpens"] - before["ActiveOpens"],
                 "passive_opens": after["PassiveOpens"] - before["PassiveOpens"],
                 "tw_total": row.tw_total,

@@ -1,31 +1,100 @@
-"""The client-side connection counts of one process for one test.
+"""The client-side connection counts of one process for one test, taken where the client decides.
 
-The counts are taken where the client makes the decision, so they stay exact against any server,
-including ones the suite cannot see into (nginx, someone's service):
+The counts stay exact against any server, including ones the suite cannot see into (nginx,
+someone's service):
 
 ``opened``
-    TCP connections established (``connect()`` returned).
-``closed``
-    connections the client closed itself: an unread body closed, a pool-full discard, the server's
-    ``Connection: close`` honoured, or the pool shut at the end of the test.
+    TCP connections established (``connect()`` returned), HTTPS ones included; the TLS
+    handshake that follows is counted apart (``tls_errors`` when it fails).
+``closed_by_client``
+    connections the client closed while the server still held them open (an unread body
+    closed, a pool-full discard, a failed TLS handshake): the client sends the first FIN and
+    holds the TIME_WAIT.
+``reset_by_client``
+    the same, with response bytes still unread in the socket: Linux then sends a reset, which
+    leaves no TIME_WAIT on either side.
+``closed_by_server``
+    connections the server had already closed (its FIN had arrived, or it had announced
+    ``Connection: close``) when the client closed them: the TIME_WAIT is the server's.
+``closed_idle``
+    idle pooled connections closed when their pool shut down (at the end of a user or a test):
+    the end of reuse, not churn.
 ``discarded``
-    connections closed only because they came back to a full pool (Go: more busy connections than
-    ``MaxIdleConnsPerHost``); each one leaves a TIME_WAIT on the client.
-``connect_errors``
-    ``connect()`` failures, by errno (99 is EADDRNOTAVAIL: no ephemeral port left).
+    of the client's closes, those of connections that came back to a full pool (Go: more busy
+    connections than ``MaxIdleConnsPerHost``).
+``connect_errors``, ``tls_errors``
+    failed ``connect()`` calls, by errno (99 is EADDRNOTAVAIL: no ephemeral port left), and
+    failed TLS handshakes, by the TLS library's reason.
+``pool_timeouts``
+    requests that waited ``--pool-wait`` seconds for a connection of a full blocking pool and
+    failed.
 
 :meth:`ConnectionCounts.snapshot` gives them as ``run.json``'s ``client_connections``
-(:class:`keepalive_lab.schema.ClientConnections`).
+(:class:`keepalive_lab.schema.ClientConnections`). Each connection opened and each idle close is
+also told to the sidecar (:mod:`keepalive_lab.feed`), which then counts exactly this run's own
+sockets.
 """
 
 from __future__ import annotations
 
+import array
 import collections
 import errno
+import fcntl
+import socket
+import ssl
+import termios
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+import gevent
+
+from keepalive_lab.feed import Sender
 from keepalive_lab.schema import ClientConnections
+
+_TCP_ESTABLISHED = 1
+
+
+def tcp_state(sock: Any) -> int | None:
+    """The socket's TCP state (Linux numbering: 1 ESTABLISHED, 8 CLOSE_WAIT...), or None."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def unread_bytes(sock: Any) -> int:
+    """Bytes received and not read yet (closing such a socket sends a reset)."""
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+        return buf[0]
+    except (OSError, AttributeError, ValueError):
+        return 0
+
+
+def errno_of(exc: BaseException) -> int:
+    """The errno behind an exception (urllib3 and requests wrap the OSError), 0 when none."""
+    err: BaseException | None = exc
+    seen = 0
+    while err is not None and seen < 10:
+        code = getattr(err, "errno", None)
+        if isinstance(code, int) and not isinstance(err, ssl.SSLError):
+            return code
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return 0
+
+
+def tls_reason(exc: BaseException) -> str:
+    """The TLS library's reason for a failed handshake (e.g. CERTIFICATE_VERIFY_FAILED)."""
+    err: BaseException | None = exc
+    while err is not None:
+        if isinstance(err, ssl.SSLError):
+            return str(getattr(err, "reason", None) or getattr(err, "verify_message", None) or type(err).__name__)
+        err = err.__cause__ or err.__context__
+    return type(exc).__name__
 
 
 @dataclass
@@ -33,39 +102,112 @@ class ConnectionCounts:
     """Plain ints, updated from greenlets (cooperative: no lock needed)."""
 
     opened: int = 0
-    closed: int = 0
+    closed_by_client: int = 0
+    reset_by_client: int = 0
+    closed_by_server: int = 0
+    closed_idle: int = 0
     discarded: int = 0
     connect_errors: int = 0
     connect_errors_by_errno: collections.Counter[int] = field(default_factory=collections.Counter)
+    tls_errors: int = 0
+    tls_errors_by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
+    pool_timeouts: int = 0
+    pool_timeout_users: set[int] = field(default_factory=set)
+    pool_waits_cut: int = 0
     first_connect_ts: float | None = None
     first_addr_not_available_ts: float | None = None
     opened_before_addr_not_available: int | None = None
+    feed: Sender = field(default_factory=Sender, repr=False)
+    # Set while a pool shuts down: the connections it closes are idle ones, not churn.
+    shutting_down: bool = field(default=False, repr=False)
 
-    def record_connect(self) -> None:
+    def record_connect(self, sock: Any) -> None:
         self.opened += 1
         if self.first_connect_ts is None:
             self.first_connect_ts = time.time()
+        self.feed.opened(sock)
 
     def record_connect_error(self, exc: BaseException) -> None:
         self.connect_errors += 1
-        err: BaseException | None = exc
-        while err is not None and getattr(err, "errno", None) is None:
-            err = err.__cause__ or err.__context__
-        code = getattr(err, "errno", None) or 0
+        code = errno_of(exc)
         self.connect_errors_by_errno[code] += 1
         if code == errno.EADDRNOTAVAIL and self.first_addr_not_available_ts is None:
             # The moment the ephemeral ports ran out, and how many connections it took.
             self.first_addr_not_available_ts = time.time()
             self.opened_before_addr_not_available = self.opened
 
+    def record_tls_error(self, exc: BaseException) -> None:
+        self.tls_errors += 1
+        self.tls_errors_by_reason[tls_reason(exc)] += 1
+
+    def record_close(self, sock: Any, server_announced: bool = False, client_decided: bool = False) -> None:
+        """A connection the client closes now: say who closed it first (see the module docstring).
+
+        ``server_announced``: the server said ``Connection: close``. ``client_decided``: the
+        client closes it on purpose (a discard, an undrained body), whatever its state.
+        """
+        if self.shutting_down:
+            self.closed_idle += 1
+            self.feed.idle_closed(sock)
+            return
+        state = tcp_state(sock)
+        if server_announced or (not client_decided and state not in (_TCP_ESTABLISHED, None)):
+            self.closed_by_server += 1
+        elif unread_bytes(sock) > 0:
+            self.reset_by_client += 1
+        else:
+            self.closed_by_client += 1
+
     def snapshot(self) -> ClientConnections:
         return ClientConnections(
             opened=self.opened,
-            closed=self.closed,
+            closed=self.closed_by_client + self.reset_by_client + self.closed_by_server + self.closed_idle,
+            closed_by_client=self.closed_by_client,
+            reset_by_client=self.reset_by_client,
+            closed_by_server=self.closed_by_server,
+            closed_idle=self.closed_idle,
             discarded=self.discarded,
             connect_errors=self.connect_errors,
             connect_errors_by_errno={str(k): v for k, v in sorted(self.connect_errors_by_errno.items())},
+            tls_errors=self.tls_errors,
+            tls_errors_by_reason=dict(sorted(self.tls_errors_by_reason.items())),
+            pool_timeouts=self.pool_timeouts,
+            pool_timeout_users=len(self.pool_timeout_users),
+            pool_waits_cut=self.pool_waits_cut,
             first_connect_ts=self.first_connect_ts,
             first_addr_not_available_ts=self.first_addr_not_available_ts,
             opened_before_addr_not_available=self.opened_before_addr_not_available,
+        )
+
+
+class PoolWait:
+    """A user's wait for a connection of a full blocking pool: bounded, and told apart when cut.
+
+    ``released_at`` is the pool's last return of a connection (monotonic seconds). A wait that the
+    end of the test cuts short, after a second or more in which the pool gave nothing back, is a
+    stuck user: its pool's connections are all held and nobody reads them.
+    """
+
+    def __init__(self, counts: ConnectionCounts, pool_size: int, wait_s: float, released_at: float) -> None:
+        self.counts, self.pool_size, self.wait_s = counts, pool_size, wait_s
+        self.released_at = released_at
+        self.started = time.monotonic()
+
+    def timed_out(self) -> PoolTimeout:
+        self.counts.pool_timeouts += 1
+        self.counts.pool_timeout_users.add(id(gevent.getcurrent()))
+        return PoolTimeout(self.pool_size, self.wait_s)
+
+    def cut(self, released_at: float) -> None:
+        if time.monotonic() - self.started >= 1.0 and released_at <= self.started:
+            self.counts.pool_waits_cut += 1
+
+
+class PoolTimeout(Exception):
+    """No connection of a full blocking pool became free within ``--pool-wait`` seconds."""
+
+    def __init__(self, pool_size: int, wait_s: float) -> None:
+        super().__init__(
+            f"no free connection in the pool of {pool_size} after {wait_s:g} s (--pool-wait): every connection "
+            "is held, e.g. by responses whose bodies are never read"
         )

@@ -2,77 +2,145 @@
 
 ``HTTPClientPool(concurrency)``: a semaphore of ``concurrency`` slots per host. It never opens
 more connections than slots, so it always blocks (Go's ``MaxConnsPerHost``); an unread response
-keeps its slot. It returns a response's connection to the pool as soon as the body has arrived,
-so ``drain close``/``none`` use :func:`no_reuse` to close it instead.
+keeps its slot, and a caller waits at most ``--pool-wait`` seconds for one. It returns a
+response's connection to the pool as soon as the body has arrived, so ``drain close``/``none``
+use :func:`no_reuse` to close it instead. HTTPS is counted the same way, the TCP connect apart
+from the TLS handshake; certificates are not verified, as with Locust's own ``FastHttpUser``
+(``insecure = True``).
 
 Written against geventhttpclient 2.6.1. Its private names are used here and nowhere else:
-``HTTPClient._connection_pool`` (the per-host ``ConnectionPool`` that ``HTTPClient`` builds
-itself, whose class is switched to the counting one), and ``ConnectionPool._create_tcp_socket``
-and ``ConnectionPool._connect_socket`` (overridden to count connects and closes).
+``HTTPClient._connection_pool`` (the per-host pool that ``HTTPClient`` builds itself, whose class
+is switched to the counting one), ``ConnectionPool._create_tcp_socket`` and
+``ConnectionPool._connect_socket`` (overridden to count connects), and
+``ConnectionPool._semaphore`` (to bound the wait for a slot).
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
 import gevent
 import gevent.socket
+import gevent.ssl
 from geventhttpclient.client import HTTPClientPool
-from geventhttpclient.connectionpool import ConnectionPool
+from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 
-from keepalive_lab.clients.counts import ConnectionCounts
+from keepalive_lab.clients.counts import ConnectionCounts, PoolWait
 
 TAKEN_FROM = "2.6.1"
 # (module, dotted attribute): the private names used below, as of geventhttpclient TAKEN_FROM;
-# HTTPClient._connection_pool is an attribute of each instance.
+# HTTPClient._connection_pool and ConnectionPool._semaphore are attributes of each instance.
 PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("geventhttpclient.client", "HTTPClient()._connection_pool"),
+    ("geventhttpclient.client", "HTTPClient()._connection_pool._semaphore"),
     ("geventhttpclient.connectionpool", "ConnectionPool._create_tcp_socket"),
     ("geventhttpclient.connectionpool", "ConnectionPool._connect_socket"),
 )
 
 
-class _CountingSocket(gevent.socket.socket):
-    """A gevent socket that counts its own close() once, when it was connected."""
+class _Counted:
+    """A socket that tells its ConnectionCounts (``_lab``) when it is closed, once."""
 
-    counts: ConnectionCounts | None = None
+    _lab: ConnectionCounts | None = None
 
     def close(self) -> None:
-        counts, self.counts = self.counts, None
+        counts, self._lab = self._lab, None
         if counts is not None:
-            counts.closed += 1
-        super().close()
+            counts.record_close(self, client_decided=gevent.getcurrent() in _NO_REUSE)
+        super().close()  # type: ignore[misc]
 
 
-class _CountingConnectionPool(ConnectionPool):
-    """geventhttpclient's per-host pool, counting connects and connect errors into ``counts``."""
+class _CountingSocket(_Counted, gevent.socket.socket):
+    pass
+
+
+class _CountingSSLSocket(_Counted, gevent.ssl.SSLSocket):
+    pass
+
+
+class _CountingTcp(ConnectionPool):
+    """The TCP part of geventhttpclient's per-host pool, counting into ``counts``."""
 
     counts: ConnectionCounts
+    wait_s: float
+    released_at = 0.0  # monotonic time a slot was last given back
 
     # geventhttpclient 2.6.1 private: ConnectionPool._create_tcp_socket(family, socktype, protocol).
     def _create_tcp_socket(self, family: int, socktype: int, protocol: int) -> gevent.socket.socket:
         return _CountingSocket(family, socktype, protocol)
 
-    # geventhttpclient 2.6.1 private: ConnectionPool._connect_socket(sock, address) -> sock.
+    # geventhttpclient 2.6.1 private: ConnectionPool._connect_socket(sock, address) -> sock; for
+    # HTTPS, SSLConnectionPool._connect_socket calls this first, then makes the TLS handshake.
     def _connect_socket(self, sock: Any, address: Any) -> Any:
         try:
-            sock = super()._connect_socket(sock, address)
+            sock = ConnectionPool._connect_socket(self, sock, address)
         except OSError as exc:
             self.counts.record_connect_error(exc)
             raise
-        self.counts.record_connect()
-        sock.counts = self.counts
+        self.counts.record_connect(sock)
+        sock._lab = self.counts
         return sock
+
+    def get_socket(self) -> Any:
+        # geventhttpclient 2.6.1 private: ConnectionPool._semaphore, acquired without a bound.
+        # Take a slot with a bound and hand it back: get_socket() then takes it without waiting
+        # (greenlets do not switch in between).
+        wait = PoolWait(self.counts, self.size, self.wait_s, self.released_at)
+        try:
+            acquired = self._semaphore.acquire(timeout=self.wait_s)
+        except gevent.GreenletExit:  # the test ended while this user waited
+            wait.cut(self.released_at)
+            raise
+        if not acquired:
+            raise wait.timed_out()
+        self._semaphore.release()
+        return super().get_socket()
 
     def return_socket(self, sock: Any) -> None:
         # geventhttpclient hands a response's socket back as soon as the body has arrived, which
         # for a small body happens while the headers are read: before the user could decide not
         # to drain. A greenlet marked by no_reuse() gets its sockets closed instead of pooled.
+        self.released_at = time.monotonic()
         if gevent.getcurrent() in _NO_REUSE:
             self.release_socket(sock)
         else:
             super().return_socket(sock)
+
+    def release_socket(self, sock: Any) -> None:
+        self.released_at = time.monotonic()
+        super().release_socket(sock)
+
+    def close(self) -> None:
+        self.counts.shutting_down = True
+        try:
+            super().close()
+        finally:
+            self.counts.shutting_down = False
+
+
+class _CountingConnectionPool(_CountingTcp):
+    pass
+
+
+class _CountingSSLConnectionPool(SSLConnectionPool, _CountingTcp):
+    """HTTPS: SSLConnectionPool's handshake on top of the counted TCP connect."""
+
+    def _connect_socket(self, sock: Any, address: Any) -> Any:
+        opened = self.counts.opened
+        try:
+            tls = super()._connect_socket(sock, address)  # _CountingTcp's connect, then the handshake
+        except Exception as exc:
+            if self.counts.opened > opened:  # the TCP connection was made: the TLS handshake failed
+                self.counts.record_tls_error(exc)
+                sock._lab = None
+                self.counts.closed_by_client += 1  # the pool closes it
+            raise
+        # The TLS socket took the TCP socket's descriptor; it is the one that will be closed.
+        sock._lab = None
+        tls._lab = self.counts
+        return tls
 
 
 _NO_REUSE: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -83,26 +151,45 @@ def no_reuse() -> None:
     _NO_REUSE.add(gevent.getcurrent())
 
 
+def unverified_context() -> gevent.ssl.SSLContext:
+    """Locust's FastHttpUser default: TLS without certificate or host name checks."""
+    context = gevent.ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = gevent.ssl.CERT_NONE
+    context.sslsocket_class = _CountingSSLSocket
+    return context
+
+
 class CountingHTTPClientPool(HTTPClientPool):
     """An ``HTTPClientPool`` (FastHttpUser's ``client_pool``) whose connections count into ``counts``."""
 
-    def __init__(self, counts: ConnectionCounts, **kw: Any) -> None:
+    def __init__(self, counts: ConnectionCounts, wait_s: float, **kw: Any) -> None:
         super().__init__(**kw)
         self.counts = counts
+        self.wait_s = wait_s
 
     def get_client(self, url: Any) -> Any:
         client = super().get_client(url)
         # geventhttpclient 2.6.1 private: HTTPClient._connection_pool, built by HTTPClient.__init__.
         pool = client._connection_pool
-        if type(pool) is ConnectionPool:
+        if type(pool) in _COUNTING:
             # HTTPClient builds its ConnectionPool itself; give that instance the counting behaviour.
-            pool.__class__ = _CountingConnectionPool
-            pool.counts = self.counts
+            pool.__class__ = _COUNTING[type(pool)]
+            pool.counts, pool.wait_s = self.counts, self.wait_s
         return client
 
 
-def counting_client_pool(pool_size: int, counts: ConnectionCounts, timeout_s: float = 60.0) -> HTTPClientPool:
+_COUNTING = {ConnectionPool: _CountingConnectionPool, SSLConnectionPool: _CountingSSLConnectionPool}
+
+
+def counting_client_pool(pool_size: int, counts: ConnectionCounts, wait_s: float, timeout_s: float = 60.0) -> Any:
     """A FastHttpUser ``client_pool`` with ``pool_size`` slots per host, counting into ``counts``."""
     return CountingHTTPClientPool(
-        counts, concurrency=pool_size, network_timeout=timeout_s, connection_timeout=timeout_s, insecure=True
+        counts,
+        wait_s,
+        concurrency=pool_size,
+        network_timeout=timeout_s,
+        connection_timeout=timeout_s,
+        insecure=True,
+        ssl_context_factory=unverified_context,
     )

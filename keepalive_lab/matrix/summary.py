@@ -58,39 +58,60 @@ def print_summary(outcomes: list[Outcome], out: Path) -> None:
     """The results table (and the lab's, when the matrix has lab scenarios), from ``summary.csv``."""
     summary = pd.read_csv(out / SUMMARY_CSV).set_index("run_id")
     w = NAME_WIDTH
-    print(f"\n{'scenario':<{w}}{'requests':>9}{'connections':>13}{'conn/req':>10}{'client TW':>11}{'server TW':>11}"
-          f"  expected")  # fmt: skip
+    print(f"\n{'scenario':<{w}}{'requests':>9}{'connections':>12}{'conn/req':>9}{'closes/req':>11}{'client TW':>10}"
+          f"{'server TW':>10}{'projected':>12}  expected")  # fmt: skip
     for o in outcomes:
         if o.folder is None or o.folder.name not in summary.index:
-            print(f"{o.scenario.name:<{w}}{'':>9}{'':>13}{'':>10}{'':>11}{'':>11}  {o.scenario.expect}  [{o.status}]")
+            print(f"{o.scenario.name:<{w}}{'':>73}  {o.scenario.expect}  [{o.status}]")
             continue
         r = summary.loc[o.folder.name]
         print(
-            f"{o.scenario.name:<{w}}{r['requests']:>9,.0f}{r['connections_opened']:>13,.0f}"
-            f"{r['connections_per_request']:>10.2f}{r['peak_client_time_wait']:>11,.0f}"
-            f"{r['peak_server_time_wait']:>11,.0f}  {o.scenario.expect}"
+            f"{o.scenario.name:<{w}}{_n(r['requests']):>9}{_n(r['connections_opened']):>12}"
+            f"{_f(r['connections_per_request']):>9}{_f(r['client_closes_per_request']):>11}"
+            f"{_n(r['peak_client_time_wait']):>10}{_n(r['peak_server_time_wait']):>10}{projected(r):>12}"
+            f"  {o.scenario.expect}"
         )
     lab = [
         o for o in outcomes if o.scenario.lab is not None and o.folder is not None and o.folder.name in summary.index
     ]
     if lab:
-        print(f"\n{'lab scenario':<{w}}{'ports':>7}{'tw_reuse':>9}{'conn/s':>8}{'errno 99':>10}"
+        print(f"\n{'lab scenario':<{w}}{'ports':>7}{'tw_reuse':>9}{'churn/s':>8}{'errno 99':>10}"
               f"{'projected s':>13}{'observed s':>12}{'apart':>7}")  # fmt: skip
         for o in lab:
             assert o.folder is not None and o.scenario.lab is not None
             r = summary.loc[o.folder.name]
             (lo, hi), reuse = o.scenario.lab
             hit = not pd.isna(r["observed_seconds_to_exhaustion"])
-            churns = r["connections_per_request"] > 0.1
             secs = r["seconds_to_exhaustion"]
-            proj = f"{secs:.2f}" if churns and not pd.isna(secs) else "never"
+            proj = "never" if pd.isna(secs) else f"{secs:.2f}"
             obs = f"{r['observed_seconds_to_exhaustion']:.2f}" if hit else "none"
             apart = f"{r['projection_error_pct']:.0f}%" if hit and not pd.isna(r["projection_error_pct"]) else ""
+            churn = "" if pd.isna(r["churn_per_s"]) else f"{r['churn_per_s']:,.0f}"
             print(
-                f"{o.scenario.name:<{w}}{hi - lo + 1:>7,}{reuse:>9}{r['churn_per_s']:>8,.0f}"
+                f"{o.scenario.name:<{w}}{hi - lo + 1:>7,}{reuse:>9}{churn:>8}"
                 f"{r['addr_not_available_errors']:>10,.0f}{proj:>13}{obs:>12}{apart:>7}"
             )
     print(f"\nReport: {out / 'index.html'}")
+
+
+def _n(value: float) -> str:
+    return "" if pd.isna(value) else f"{value:,.0f}"
+
+
+def _f(value: float) -> str:
+    return "" if pd.isna(value) else f"{value:.2f}"
+
+
+def projected(r: pd.Series) -> str:
+    """The client-port projection in a few characters: "out in 21 s", "12%", or "never"."""
+    if not pd.isna(r["seconds_to_exhaustion"]):
+        return (
+            f"out in {r['seconds_to_exhaustion']:.0f} s"
+            if r["seconds_to_exhaustion"] >= 10
+            else (f"out in {r['seconds_to_exhaustion']:.2f} s")
+        )
+    pct = r["projected_port_use_pct"]
+    return "never" if pd.isna(pct) or pct < 0.5 else f"{pct:.0f}%"
 
 
 def write_rules(scenarios: list[Scenario], path: Path) -> None:
