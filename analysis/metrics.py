@@ -6,7 +6,9 @@ all read these rows. The main definitions:
 
 ``connections_opened``, ``connections_source``
     the best exact source: the target's accept count (``target``), else the client pool's count
-    (``client``), else the ``active_opens`` delta of an isolated run (``kernel``).
+    (``client``), else the ``active_opens`` delta of an isolated run (``kernel``). The target
+    counts a connection once its TLS handshake is done, so when handshakes failed the client's
+    count of TCP connections comes first.
 ``client_closes`` (and per request)
     connections the client closed while the server still held them open, during the load; the
     idle pooled connections closed when a pool shuts down are the end of reuse, not churn. From
@@ -73,6 +75,8 @@ def connections(runs: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"run_id": runs["run_id"].to_numpy()})
     target = pd.to_numeric(runs["target_accepted"], errors="coerce").to_numpy(dtype=float)
     client = pd.to_numeric(runs["client_opened"], errors="coerce").to_numpy(dtype=float)
+    tls_failed = pd.to_numeric(runs["client_tls_errors"], errors="coerce").fillna(0).to_numpy() > 0
+    target = np.where(tls_failed & ~np.isnan(client), np.nan, target)
     kern = np.where(runs["isolated"].to_numpy(dtype=bool), kernel.to_numpy(dtype=float), np.nan)
     out["connections_opened"] = np.where(~np.isnan(target), target, np.where(~np.isnan(client), client, kern))
     out["connections_source"] = np.where(

@@ -135,6 +135,7 @@ class ScenarioConfig:
     peer: Peer = Peer.EMBEDDED
     target_delay_ms: int = 0
     target_body_bytes: int = 11
+    target_tls: bool = False
     sample_interval_s: float = 0.25
     no_sidecar: bool = False
     run_dir: str = RUN_DIR

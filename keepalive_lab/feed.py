@@ -6,8 +6,9 @@ which is what a host is here). The sidecar counts as the run's own exactly the s
 told of, so neither sockets left by an earlier run nor another process's connections to the same
 port enter the run's figures.
 
-Record (:data:`RECORD`, 12 bytes, little-endian): kind (``O``: a connection opened; ``I``: an
-idle pooled connection closed when its pool shut down, which is not churn), a pad byte, the
+Record (:data:`RECORD`, 12 bytes, little-endian): kind (``O``: a connection opened; ``E``: a
+connection closed because the test or its user ended, such as an idle pooled connection when its
+pool shuts down, which is the end of reuse, not churn), a pad byte, the
 connection's local port, and its socket cookie (Linux ``SO_COOKIE``, 0 where there is none). The
 cookie is the kernel's identity of the socket, kept when it enters TIME_WAIT, so a recycled
 4-tuple is never mistaken for an earlier connection.
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 
 RECORD = struct.Struct("<cxHQ")
 OPENED = b"O"
-IDLE_CLOSED = b"I"
+CLOSED_AT_END = b"E"
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)  # Linux >= 4.12
 _PREFIX = "\0keepalive-lab/"
 _MAX_DATAGRAM = RECORD.size * 1024
@@ -79,8 +80,8 @@ class Sender:
     def opened(self, sock: socket.socket) -> None:
         self._send(RECORD.pack(OPENED, local_port(sock), cookie_of(sock)))
 
-    def idle_closed(self, sock: socket.socket) -> None:
-        self._send(RECORD.pack(IDLE_CLOSED, local_port(sock), cookie_of(sock)))
+    def closed_at_end(self, sock: socket.socket) -> None:
+        self._send(RECORD.pack(CLOSED_AT_END, local_port(sock), cookie_of(sock)))
 
     def _send(self, record: bytes) -> None:
         if self.token is None:

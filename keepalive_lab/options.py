@@ -238,6 +238,15 @@ OPTIONS: tuple[Option, ...] = (
         parse=_whole(0),
     ),
     Option(
+        "--target-tls",
+        "target_tls",
+        "embedded target only: on serves HTTPS with a self-signed certificate (fasthttp does not check it, as "
+        "Locust's FastHttpUser; requests does, as HttpUser, and fails)",
+        parse=_on_off,
+        choices=("on", "off"),
+        show=_show_on_off,
+    ),
+    Option(
         "--sample-interval",
         "sample_interval_s",
         "seconds between two samples of the socket sidecar",

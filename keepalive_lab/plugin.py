@@ -89,7 +89,7 @@ def on_init(environment: Any, base: type, runner: Any = None, web_ui: Any = None
     if session.writes_runs and not environment.host and all(getattr(c, "host", None) is None for c in classes):
         session.start_server()
     if web_ui is not None:
-        webui.check_start_form(web_ui, lambda: environment.host)
+        webui.check_start_form(web_ui, lambda: environment.host, session.prepare_server)
         webui.on_stop_button(web_ui, lambda: setattr(session.ending, "stop_requested", True))
 
 

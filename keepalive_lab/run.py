@@ -115,6 +115,22 @@ def ip_family(url: str | None) -> str:
         return "both"
 
 
+def verdict_of(folder: Path) -> str | None:
+    """The report's verdict for one finished run folder (None when it cannot be made)."""
+    try:
+        from analysis.compare import verdicts
+        from analysis.load import load_runs
+        from analysis.metrics import summarize
+
+        loaded = load_runs([folder])
+        summary = summarize(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
+        text = str(verdicts(summary, loaded.runs)["verdict"].iloc[0])
+    except Exception as e:  # the folder is written; a verdict that fails must not fail the run
+        log.warning("no verdict for %s: %s", folder, e)
+        return None
+    return text.split("] ", 1)[1] if text.startswith("[") else text  # the status follows apart
+
+
 class Run:
     """One test's run folder, open from test_start to test_stop (in the master or local process).
 
@@ -202,12 +218,12 @@ class Run:
                 self.sidecar_failed = True
                 log.warning("the socket sidecar stopped during the test; the test goes on without it")
             death = self.servers.death()
-            waited = self.connection_totals().pool_timeouts
+            waited = self.connection_totals().pool_timeout_users
             if death is not None:
                 self.failed_reason = death
             elif waited:
                 self.failed_reason = (
-                    f"{waited} request(s) waited more than {self.config.pool_wait_s:g} s for a connection "
+                    f"{waited} user(s) waited more than {self.config.pool_wait_s:g} s for a connection "
                     "(--pool-wait): every connection of the pool was held"
                 )
             elif locust_compat.greenlet_crashed():
@@ -281,15 +297,14 @@ class Run:
         return text[:200]
 
     def summary_line(self) -> str:
+        """The run in one line, with the report's own verdict (the same computation, on this folder)."""
         r = self.record
-        parts = [f"keepalive-lab: {r.requests} requests"]
-        if r.target_connections_accepted is not None:
-            parts.append(f"{r.target_connections_accepted} connections accepted by the target")
-        if r.client_connections is not None:
-            parts.append(f"{r.client_connections.opened} opened by the client")
+        text = verdict_of(self.folder) or f"{r.requests} requests"
+        parts = [f"keepalive-lab: {text}"]
         if r.sidecar.status == "failed":
             parts.append(f"sidecar failed ({r.sidecar.error})")
-        return ", ".join(parts) + f"; status {r.status}; run folder {self.folder}"
+        status = f"status {r.status}" + (f" ({r.status_reason})" if r.status_reason else "")
+        return "; ".join([*parts, status, f"run folder {self.folder}"])
 
     def _write_target_json(self) -> None:
         counts = self.servers.settled_target_counts(sleep=gevent.sleep)

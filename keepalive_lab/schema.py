@@ -212,9 +212,10 @@ class ClientConnections(Record):
     ``opened``: TCP ``connect()`` returned. ``closed``: every close, which splits into
     ``closed_by_client`` (the client closed first: its TIME_WAIT), ``reset_by_client`` (closed
     with unread data: a reset, no TIME_WAIT), ``closed_by_server`` (the server had closed or
-    announced it: the server's TIME_WAIT) and ``closed_idle`` (idle pooled connections closed
-    when the pool shut down). ``discarded``: the client's closes of connections that came back
-    to a full pool. ``connect_errors``: failed connects, and by errno (as a string key; 99 is
+    announced it: the server's TIME_WAIT) and ``closed_at_end`` (closed because the test or the
+    user ended: idle pooled connections when their pool shut down, requests cut short).
+    ``discarded``: the client's closes of connections that came back to a full pool.
+    ``connect_errors``: failed connects, and by errno (as a string key; 99 is
     EADDRNOTAVAIL); ``tls_errors``: failed TLS handshakes, by reason. ``pool_timeouts``:
     requests that found no free connection within ``--pool-wait`` (``pool_timeout_users``: the
     users they belonged to); ``pool_waits_cut``: users still waiting for a connection, with no
@@ -226,7 +227,7 @@ class ClientConnections(Record):
     closed_by_client: int | None = None
     reset_by_client: int | None = None
     closed_by_server: int | None = None
-    closed_idle: int | None = None
+    closed_at_end: int | None = None
     discarded: int = 0
     connect_errors: int = 0
     connect_errors_by_errno: dict[str, int] = field(default_factory=dict)
@@ -240,7 +241,7 @@ class ClientConnections(Record):
     opened_before_addr_not_available: int | None = None
 
     SUMMED: typing.ClassVar[tuple[str, ...]] = (
-        "opened", "closed", "closed_by_client", "reset_by_client", "closed_by_server", "closed_idle", "discarded",
+        "opened", "closed", "closed_by_client", "reset_by_client", "closed_by_server", "closed_at_end", "discarded",
         "connect_errors", "tls_errors", "pool_timeouts", "pool_timeout_users", "pool_waits_cut",
     )  # fmt: skip
 
@@ -294,6 +295,7 @@ class TargetInfo(Record):
     mode: str | None = None
     delay_ms: int | None = None
     body_bytes: int | None = None
+    tls: bool | None = None
     peer: str | None = None
     peer_note: str | None = None
 
@@ -437,8 +439,9 @@ class SocketSample:
     ``*_close_wait``, ``*_other``: sockets by state. ``ports_in_use``: distinct local ports of
     client-side sockets, any state (a TIME_WAIT socket holds its port for 60 s).
     ``client_time_wait_churned``: the run's own client sockets that have entered TIME_WAIT since
-    the first sample, cumulative, leaving out idle pooled connections closed when their pool shut
-    down (``client_time_wait_idle``). ``server_time_wait_entered``: the same for the server side.
+    the first sample, cumulative, leaving out connections closed because the test or their user
+    ended, such as idle pooled ones when their pool shut down (``client_time_wait_at_end``).
+    ``server_time_wait_entered``: the same for the server side.
     ``port_range``: the size of ``net.ipv4.ip_local_port_range``. ``active_opens``,
     ``passive_opens``, ``attempt_fails``, ``estab_resets``: cumulative ``Tcp:`` counters of
     /proc/net/snmp (whole namespace). ``tw_total``: TIME_WAIT sockets of the namespace
@@ -457,7 +460,7 @@ class SocketSample:
     server_other: int
     ports_in_use: int
     client_time_wait_churned: int
-    client_time_wait_idle: int
+    client_time_wait_at_end: int
     server_time_wait_entered: int
     preexisting_client_time_wait: int
     preexisting_server_time_wait: int
@@ -483,7 +486,7 @@ SOCKET_STATE_COLUMNS = SOCKETS_COLUMNS[2:11]  # the run's own socket counts, whi
 # as missing values, and the figures that need them fall back or stay empty).
 SOCKETS_ADDED = (
     "client_time_wait_churned",
-    "client_time_wait_idle",
+    "client_time_wait_at_end",
     "server_time_wait_entered",
     "preexisting_client_time_wait",
     "preexisting_server_time_wait",
@@ -547,7 +550,8 @@ SUMMARY: tuple[Column, ...] = (
         "number",
         "the rate at which the run leaves TIME_WAIT on the client, from its first connection to its last "
         "request (or first errno 99), per s: the sidecar's count of the run's own client sockets entering "
-        "TIME_WAIT (idle pooled connections closed at the end left out), else the client's closes",
+        "TIME_WAIT (connections closed because the test or their user ended left out), else the client's "
+        "closes",
     ),
     Column("churn_source", "text", "where churn_per_s comes from: kernel (the sidecar) or client"),
     Column("peak_client_time_wait", "number", "peak of this run's own client-side TIME_WAIT sockets"),

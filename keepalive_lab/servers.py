@@ -26,20 +26,30 @@ class Servers:
     def __init__(self) -> None:
         self.target: TargetProcess | None = None
         self.peer: PeerProcess | None = None
+        self._served: set[str] = set()  # every URL this process's servers have had
 
     @property
     def url(self) -> str | None:
         server = self.target or self.peer
         return server.url if server is not None else None
 
+    def served(self, host: str | None) -> bool:
+        """True for a URL of a server this process started (now or before), or no host at all."""
+        return self.url is not None and (host is None or host in self._served)
+
     def start(self, cfg: ScenarioConfig) -> str:
         """Start the server ``cfg`` names (``--peer``, else the embedded target); return its URL."""
+        url = self._start(cfg)
+        self._served.add(url)
+        return url
+
+    def _start(self, cfg: ScenarioConfig) -> str:
         if cfg.peer is not Peer.EMBEDDED:
             self.peer = PeerProcess(cfg.peer)
             log.info("no --host given: %s (%s) at %s", cfg.peer, self.peer.note, self.peer.url)
             return self.peer.url
         self.target = TargetProcess(
-            mode=cfg.target_mode, delay_ms=cfg.target_delay_ms, body_bytes=cfg.target_body_bytes
+            mode=cfg.target_mode, delay_ms=cfg.target_delay_ms, body_bytes=cfg.target_body_bytes, tls=cfg.target_tls
         )
         log.info("no --host given: embedded target (%s) at %s", cfg.target_mode, self.target.url)
         return self.target.url
@@ -55,7 +65,10 @@ class Servers:
             changed = cfg.peer != self.peer.name
         else:
             assert self.target is not None
-            wanted = (cfg.target_mode, {"delay_ms": cfg.target_delay_ms, "body_bytes": cfg.target_body_bytes})
+            wanted = (
+                cfg.target_mode,
+                {"delay_ms": cfg.target_delay_ms, "body_bytes": cfg.target_body_bytes, "tls": cfg.target_tls},
+            )
             changed = cfg.peer is not Peer.EMBEDDED or (self.target.mode, self.target.settings) != wanted
         if not changed:
             return None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from locust.runners import STATE_STOPPED
 
+import argparse
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from keepalive_lab import locust_compat
 from keepalive_lab.clients import close_pool, make_pool
 from keepalive_lab.clients.counts import ConnectionCounts
 from keepalive_lab.config import ConfigError, PoolScope, ScenarioConfig
-from keepalive_lab.options import resolve
+from keepalive_lab.options import OPTIONS_BY_DEST, resolve
 from keepalive_lab.run import GREENLET_CRASHED, Ending, Run
 from keepalive_lab.schema import ClientConnections
 from keepalive_lab.servers import Servers
@@ -73,6 +75,23 @@ class Session:
     def start_server(self) -> None:
         """No ``--host``: start the embedded target or the peer, and load it."""
         self.environment.host = self.servers.start(next(iter(self.configs.values())))
+
+    def prepare_server(self, form: Mapping[str, str]) -> str | None:
+        """A web-UI start form: ready the server its settings name, and return its URL.
+
+        None when the form's host is the user's own. A host the suite served earlier (a target
+        since replaced) is ours too: the test goes to the server the form's settings name.
+        """
+        host = form.get("host") or None
+        if not self.user_classes or not self.servers.served(host):
+            return None
+        given = argparse.Namespace(**{**vars(self.environment.parsed_options), **{
+            k: v for k, v in form.items() if k in OPTIONS_BY_DEST and v != ""
+        }})  # fmt: skip
+        cfg = resolve(self.user_classes[0], given, "form")
+        url = self.servers.restart_if_changed(cfg, self.servers.url) or self.servers.url
+        self.environment.host = url
+        return url
 
     # -- clients -----------------------------------------------------------------------------
     def pool_for(self, user_class: type, cfg: ScenarioConfig) -> tuple[Any, bool]:

@@ -144,12 +144,12 @@ class Attribution:
         self.baseline: Any = None
         self.told = False  # a client has told of a connection: attribution by its reports
         self._own = _Keys()  # the run's sockets (cookies), as told, until no sample sees them
-        self._idle = _Keys()  # the run's idle pooled sockets closed at pool shutdown
+        self._at_end = _Keys()  # the run's sockets closed because the test or their user ended
         self._port_told_at = np.zeros(65536, np.float64)
         self._prev_client_tw = np.zeros(0, np.uint64)
         self._prev_server_tw = np.zeros(0, np.uint64)
         self.client_churned = 0
-        self.client_idle = 0
+        self.client_at_end = 0
         self.server_entered = 0
 
     def tell(self, kind: bytes, port: int, cookie: int, now: float) -> None:
@@ -159,8 +159,8 @@ class Attribution:
             self._port_told_at[port] = now
             if cookie:
                 self._own.add(cookie, now)
-        elif kind == feed.IDLE_CLOSED and cookie:
-            self._idle.add(cookie, now)
+        elif kind == feed.CLOSED_AT_END and cookie:
+            self._at_end.add(cookie, now)
 
     def count(self, state: Any, lport: Any, rport: Any, key: Any, port: int, now: float) -> dict[str, int]:
         np = self._np
@@ -182,16 +182,16 @@ class Attribution:
         # Sockets that entered TIME_WAIT since the last sample (a TIME_WAIT socket keeps its key).
         client_tw = np.unique(key[own_client & (state == TIME_WAIT)])
         entered = np.setdiff1d(client_tw, self._prev_client_tw, assume_unique=True)
-        idle = int(self._idle.seen(entered, now).sum())
-        self.client_idle += idle
-        self.client_churned += len(entered) - idle
+        at_end = int(self._at_end.seen(entered, now).sum())
+        self.client_at_end += at_end
+        self.client_churned += len(entered) - at_end
         server_tw = np.unique(key[own_server & (state == TIME_WAIT)])
         self.server_entered += len(np.setdiff1d(server_tw, self._prev_server_tw, assume_unique=True))
         self._prev_client_tw, self._prev_server_tw = client_tw, server_tw
         tw = state == TIME_WAIT
         out |= {
             "client_time_wait_churned": self.client_churned,
-            "client_time_wait_idle": self.client_idle,
+            "client_time_wait_at_end": self.client_at_end,
             "server_time_wait_entered": self.server_entered,
             "preexisting_client_time_wait": int((client & pre & tw).sum()),
             "preexisting_server_time_wait": int((server & pre & tw).sum()),

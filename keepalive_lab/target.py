@@ -53,12 +53,15 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from keepalive_lab.certs import self_signed
 from keepalive_lab.cli import one_line_errors
 from keepalive_lab.config import DEFAULTS, MODE_HELP, ModeError, TargetMode, TargetModeKind
 from keepalive_lab.netns import managed_child, terminate, watch_parent
@@ -206,7 +209,8 @@ class _Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
             self.transport.write(self.server.response(close))
             self.server_closing = True
-            self.transport.write_eof()
+            if self.transport.can_write_eof():  # not over TLS: close() sends close_notify, then the FIN
+                self.transport.write_eof()
             self.transport.close()
             return
         self.transport.write(self.server.response(close))
@@ -275,13 +279,17 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     server = TargetServer(args.mode, delay_s=args.delay_ms / 1000.0, body_bytes=args.body_bytes)
     server.loop = loop
-    srv = await loop.create_server(lambda: _Connection(server), BIND_HOST, args.port, backlog=4096)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    srv = await loop.create_server(lambda: _Connection(server), BIND_HOST, args.port, backlog=4096, ssl=tls)
     port = srv.sockets[0].getsockname()[1]
     # A second listener that answers only /_stats, so that reading the counters never adds a
     # socket (or a TIME_WAIT) on the target port that the sidecar is watching.
     control = await loop.create_server(lambda: _Connection(server, control=True), BIND_HOST, 0)
     control_port = control.sockets[0].getsockname()[1]
-    print(f"http://{BIND_HOST}:{port}", flush=True)
+    print(f"{'https' if tls else 'http'}://{BIND_HOST}:{port}", flush=True)
     print(f"control http://{BIND_HOST}:{control_port}{STATS_PATH}", flush=True)
     done = asyncio.Event()
     # Run by the plugin (--parent-pid), a terminal's Ctrl-C is Locust's to handle: the target
@@ -328,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     body = DEFAULTS.target_body_bytes
     p.add_argument("--body-bytes", type=_nonneg_int, default=body, help=f"response body size (default {body})")
     p.add_argument("--stats-out", type=Path, help="write the final counters here as JSON at shutdown")
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM); needs --tls-key")
+    p.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     p.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     return p
 
@@ -335,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = one_line_errors(build_parser())
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together; give both (PEM files) or neither")
     snapshot = asyncio.run(_serve(args))
     if args.stats_out:
         write_json_atomic(args.stats_out, snapshot)
@@ -355,9 +367,10 @@ class TargetProcess:
         body_bytes: int = DEFAULTS.target_body_bytes,
         stats_out: str | os.PathLike[str] | None = None,
         port: int = 0,
+        tls: bool = False,
     ) -> None:
         self.mode = TargetMode.parse(mode)
-        self.settings = {"delay_ms": delay_ms, "body_bytes": body_bytes}
+        self.settings: dict[str, Any] = {"delay_ms": delay_ms, "body_bytes": body_bytes, "tls": tls}
         cmd = [
             sys.executable,
             "-P",
@@ -377,6 +390,11 @@ class TargetProcess:
         self.stats_out = Path(stats_out) if stats_out else None
         if self.stats_out:
             cmd += ["--stats-out", str(self.stats_out)]
+        self._tls_dir = None
+        if tls:  # a self-signed certificate, for this target's life
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="keepalive-lab-tls-")
+            cert, key = self_signed(Path(self._tls_dir.name))
+            cmd += ["--tls-cert", str(cert), "--tls-key", str(key)]
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
@@ -387,7 +405,7 @@ class TargetProcess:
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
-        if not line.startswith("http://"):
+        if not line.startswith(("http://", "https://")):
             self.proc.kill()
             raise RuntimeError(f"embedded target did not start (exit code {self.proc.wait()})")
         self.url = line
@@ -411,6 +429,8 @@ class TargetProcess:
         terminate(self.proc, timeout_s)
         if self.proc.stdout:
             self.proc.stdout.close()
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
         if self.stats_out and self.stats_out.exists():
             return json.loads(self.stats_out.read_text())
         return None

@@ -23,6 +23,7 @@ from locust import User
 from locust.clients import HttpSession
 from locust.contrib.fasthttp import FastHttpSession
 from locust.exception import StopUser
+from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
 
 import collections
 from typing import Any, ClassVar
@@ -71,6 +72,8 @@ class LabUser(User):
     """Embedded target: delay before each response."""
     target_body_bytes: ClassVar[int] = DEFAULTS.target_body_bytes
     """Embedded target: response body size ("Hello world")."""
+    target_tls: ClassVar[bool] = DEFAULTS.target_tls
+    """Embedded target: serve HTTPS with a self-signed certificate."""
     sample_interval_s: ClassVar[float] = DEFAULTS.sample_interval_s
     """Seconds between two samples of the socket sidecar."""
     no_sidecar: ClassVar[bool] = DEFAULTS.no_sidecar
@@ -118,6 +121,9 @@ class LabUser(User):
             self.session.all_spawned.wait(timeout=START_TOGETHER_TIMEOUT_S)
 
     def on_stop(self) -> None:
+        runner = self.environment.runner
+        if runner is not None and runner.state in (STATE_CLEANUP, STATE_STOPPING, STATE_STOPPED):
+            self.session.counts.users_stopping = True  # the test ends: what users give back now is no progress
         while self._held:
             _close_quietly(self._held.popleft())
         if self._owns_pool:

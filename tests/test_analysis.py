@@ -20,10 +20,10 @@ from analysis.metrics import summarize
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "runs"  # recorded by tests/data/record.py, each in a private namespace
-SEQ_DRAINED = DATA / "20261123T144937Z-seq-drained"
-SEQ_UNDRAINED = DATA / "20261123T144941Z-seq-undrained"
-CONC_POOL_2 = DATA / "20261123T144945Z-conc-pool-2"
-CONC_POOL_10 = DATA / "20261123T144947Z-conc-pool-10"
+SEQ_DRAINED = DATA / "20261123T145950Z-seq-drained"
+SEQ_UNDRAINED = DATA / "20261123T145954Z-seq-undrained"
+CONC_POOL_2 = DATA / "20261123T145958Z-conc-pool-2"
+CONC_POOL_10 = DATA / "20261123T150001Z-conc-pool-10"
 ALL = [SEQ_DRAINED, SEQ_UNDRAINED, CONC_POOL_2, CONC_POOL_10]
 OLD_FORMAT = HERE / "data" / "old-format" / "20261122T131209Z-sequential"  # before closes and own sockets
 # SEQ_UNDRAINED's sockets.csv, first and last row: its 10 connections and the plugin's one read of
@@ -72,9 +72,9 @@ def test_undrained_sequential_run_opens_one_per_request():
 def test_concurrent_runs_closes_peaks_and_sources():
     s, _ = summary_of([CONC_POOL_2, CONC_POOL_10])
     small, big = s.loc[CONC_POOL_2.name], s.loc[CONC_POOL_10.name]
-    assert small["connections_opened"] == 33 and small["peak_client_time_wait"] == 33
-    assert small["client_closes"] == 31  # the 31 discards; the pool's last 2 closed idle at the end
-    assert small["churn_per_s"] == pytest.approx(31 / load_window_s(CONC_POOL_2))
+    assert small["connections_opened"] == 35 and small["peak_client_time_wait"] == 35
+    assert small["client_closes"] == 33  # the 33 discards; the pool's last 2 closed idle at the end
+    assert small["churn_per_s"] == pytest.approx(33 / load_window_s(CONC_POOL_2))
     assert big["connections_opened"] == 10 and big["peak_client_time_wait"] == 10
     assert big["client_closes"] == 0 and big["churn_per_s"] == 0 and big["projected_port_use_pct"] == 0
 

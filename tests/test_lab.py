@@ -76,7 +76,8 @@ def test_ctrl_c_and_a_crashing_command_leave_nothing_behind(tmp_path):
     shell = wait_for(lambda: [p for p in ours(tmp_path) if p.info["cmdline"][0] == "sh"], "the command")[0]
     namespace = namespace_of(shell.pid)
     assert namespace is not None and namespace != namespace_of()
-    assert len(processes_in(namespace)) >= 3  # unshare's child shell, the command, its background sleep
+    # unshare, the command's shell and its two sleeps: the command runs inside
+    wait_for(lambda: len(processes_in(namespace)) >= 3, "the command in its namespace", timeout_s=10)
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=30)
     namespace_gone(namespace)

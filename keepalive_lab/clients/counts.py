@@ -16,9 +16,9 @@ someone's service):
 ``closed_by_server``
     connections the server had already closed (its FIN had arrived, or it had announced
     ``Connection: close``) when the client closed them: the TIME_WAIT is the server's.
-``closed_idle``
-    idle pooled connections closed when their pool shut down (at the end of a user or a test):
-    the end of reuse, not churn.
+``closed_at_end``
+    connections closed because their user or the test ended: idle pooled connections when their
+    pool shuts down, requests cut short by the test's end. The end of reuse, not churn.
 ``discarded``
     of the client's closes, those of connections that came back to a full pool (Go: more busy
     connections than ``MaxIdleConnsPerHost``).
@@ -30,7 +30,7 @@ someone's service):
     failed.
 
 :meth:`ConnectionCounts.snapshot` gives them as ``run.json``'s ``client_connections``
-(:class:`keepalive_lab.schema.ClientConnections`). Each connection opened and each idle close is
+(:class:`keepalive_lab.schema.ClientConnections`). Each connection opened and each close at the end is
 also told to the sidecar (:mod:`keepalive_lab.feed`), which then counts exactly this run's own
 sockets.
 """
@@ -105,7 +105,7 @@ class ConnectionCounts:
     closed_by_client: int = 0
     reset_by_client: int = 0
     closed_by_server: int = 0
-    closed_idle: int = 0
+    closed_at_end: int = 0
     discarded: int = 0
     connect_errors: int = 0
     connect_errors_by_errno: collections.Counter[int] = field(default_factory=collections.Counter)
@@ -120,6 +120,8 @@ class ConnectionCounts:
     feed: Sender = field(default_factory=Sender, repr=False)
     # Set while a pool shuts down: the connections it closes are idle ones, not churn.
     shutting_down: bool = field(default=False, repr=False)
+    # Set once users start to stop: connections they give back then are no progress for waiters.
+    users_stopping: bool = field(default=False, repr=False)
 
     def record_connect(self, sock: Any) -> None:
         self.opened += 1
@@ -146,9 +148,9 @@ class ConnectionCounts:
         ``server_announced``: the server said ``Connection: close``. ``client_decided``: the
         client closes it on purpose (a discard, an undrained body), whatever its state.
         """
-        if self.shutting_down:
-            self.closed_idle += 1
-            self.feed.idle_closed(sock)
+        if self.shutting_down or self.users_stopping:
+            self.closed_at_end += 1
+            self.feed.closed_at_end(sock)
             return
         state = tcp_state(sock)
         if server_announced or (not client_decided and state not in (_TCP_ESTABLISHED, None)):
@@ -161,11 +163,11 @@ class ConnectionCounts:
     def snapshot(self) -> ClientConnections:
         return ClientConnections(
             opened=self.opened,
-            closed=self.closed_by_client + self.reset_by_client + self.closed_by_server + self.closed_idle,
+            closed=self.closed_by_client + self.reset_by_client + self.closed_by_server + self.closed_at_end,
             closed_by_client=self.closed_by_client,
             reset_by_client=self.reset_by_client,
             closed_by_server=self.closed_by_server,
-            closed_idle=self.closed_idle,
+            closed_at_end=self.closed_at_end,
             discarded=self.discarded,
             connect_errors=self.connect_errors,
             connect_errors_by_errno={str(k): v for k, v in sorted(self.connect_errors_by_errno.items())},
@@ -183,9 +185,10 @@ class ConnectionCounts:
 class PoolWait:
     """A user's wait for a connection of a full blocking pool: bounded, and told apart when cut.
 
-    ``released_at`` is the pool's last return of a connection (monotonic seconds). A wait that the
-    end of the test cuts short, after a second or more in which the pool gave nothing back, is a
-    stuck user: its pool's connections are all held and nobody reads them.
+    ``released_at`` is the pool's last return of a connection (monotonic seconds), users stopping
+    at the end left out. A wait that the end of the test cuts short, after a second or more in
+    which the pool gave nothing back, is a stuck user: its pool's connections are all held and
+    nobody reads them.
     """
 
     def __init__(self, counts: ConnectionCounts, pool_size: int, wait_s: float, released_at: float) -> None:
@@ -203,11 +206,16 @@ class PoolWait:
             self.counts.pool_waits_cut += 1
 
 
-class PoolTimeout(Exception):
-    """No connection of a full blocking pool became free within ``--pool-wait`` seconds."""
+class PoolTimeout(OSError):
+    """No connection of a full blocking pool became free within ``--pool-wait`` seconds.
+
+    An OSError (ETIME), so that both clients report it as the request's failure, as they do a
+    failed connect, and neither retries it.
+    """
 
     def __init__(self, pool_size: int, wait_s: float) -> None:
         super().__init__(
+            errno.ETIME,
             f"no free connection in the pool of {pool_size} after {wait_s:g} s (--pool-wait): every connection "
-            "is held, e.g. by responses whose bodies are never read"
+            "is held, e.g. by responses whose bodies are never read",
         )

@@ -102,15 +102,19 @@ class _CountingTcp(ConnectionPool):
         # geventhttpclient hands a response's socket back as soon as the body has arrived, which
         # for a small body happens while the headers are read: before the user could decide not
         # to drain. A greenlet marked by no_reuse() gets its sockets closed instead of pooled.
-        self.released_at = time.monotonic()
+        self._note_release()
         if gevent.getcurrent() in _NO_REUSE:
             self.release_socket(sock)
         else:
             super().return_socket(sock)
 
     def release_socket(self, sock: Any) -> None:
-        self.released_at = time.monotonic()
+        self._note_release()
         super().release_socket(sock)
+
+    def _note_release(self) -> None:
+        if not self.counts.users_stopping:
+            self.released_at = time.monotonic()
 
     def close(self) -> None:
         self.counts.shutting_down = True

@@ -21,7 +21,7 @@ from typing import Any
 from gevent import GreenletExit
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import EmptyPoolError
+from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 
 from keepalive_lab.clients.counts import ConnectionCounts, PoolWait
 
@@ -32,6 +32,11 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("urllib3.connectionpool", "HTTPConnectionPool._get_conn"),
     ("urllib3.connectionpool", "HTTPConnectionPool._put_conn"),
 )
+
+
+class PoolWaitExceeded(EmptyPoolError, ClosedPoolError):
+    """``--pool-wait`` passed. As an EmptyPoolError, urllib3 gives no slot back for it (none was
+    taken); as a ClosedPoolError, requests reports it as the request's ConnectionError."""
 
 
 def _counting_connection(base: type[HTTPConnection], counts: ConnectionCounts) -> type[HTTPConnection]:
@@ -90,14 +95,19 @@ def _counting_pool(base: type[HTTPConnectionPool], conn_cls: type, counts: Conne
             try:
                 return super()._get_conn(timeout=wait_s if timeout is None else timeout)
             except EmptyPoolError:
-                raise wait.timed_out() from None
+                raise PoolWaitExceeded(self, str(wait.timed_out())) from None
             except GreenletExit:  # the test ended while this user waited
                 wait.cut(self.released_at)
                 raise
 
         # urllib3 2.8.0 private: HTTPConnectionPool._put_conn(conn) closes conn when the pool is full.
         def _put_conn(self, conn: Any) -> None:
-            self.released_at = time.monotonic()
+            if conn is None and self.pool is not None and self.pool.full():
+                # A user killed while it waited in _get_conn took no slot, but urlopen's cleanup
+                # gives one back; in a full blocking pool that would raise FullPoolError.
+                return
+            if not counts.users_stopping:
+                self.released_at = time.monotonic()
             # A connection the server closed was already closed by http.client (sock None):
             # coming back to a full pool, it is no discard and leaves no TIME_WAIT.
             if conn is not None and self.pool is not None and self.pool.full() and conn.sock is not None:
