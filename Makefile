@@ -59,11 +59,12 @@ perf: install tools
 bench: install tools
 	$(PY) -m benchmarks
 
-# Debian tools the benchmarks and tests use (wrk, nginx, headless chromium); installed only when missing and root.
+# Debian tools the benchmarks and tests use (wrk, nginx, headless chromium, ab); installed only when missing and root.
 tools:
 	@missing=""; command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v ab >/dev/null || missing="$$missing apache2-utils"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing"; \
 	    (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) || \

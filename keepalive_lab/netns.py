@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+_CAP_SYS_ADMIN = 21
 _NO_ROOT = "needs root to create a network namespace and set its sysctls; run it as root (e.g. sudo)"
 
 
@@ -104,9 +105,20 @@ def exit_code(returncode: int) -> int:
 # -- network namespaces ----------------------------------------------------------------------
 
 
+def _has_sys_admin() -> bool:
+    """True when this process holds CAP_SYS_ADMIN (what creating a network namespace needs)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
+
+
 def why_no_namespace() -> str | None:
     """Why a private network namespace cannot be made here, or None when it can."""
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or not _has_sys_admin():
         return _NO_ROOT
     for tool in ("unshare", "ip", "sysctl"):
         if shutil.which(tool) is None:
