@@ -173,11 +173,21 @@ class SockDiag:
         for family in families:
             # TIME_WAIT replies have one fixed size, so they decode in one numpy step; asking for
             # them apart keeps the other states (whose replies carry attributes) from mixing in.
-            self._dump_one(family, TIME_WAIT_ONLY, port, out)
+            # The other states first: a socket closing between the two dumps (FIN_WAIT, then
+            # TIME_WAIT) is then seen twice, never missed, and keeps its later state below.
             self._dump_one(family, NOT_LISTEN_NOR_TIME_WAIT, port, out)
+            self._dump_one(family, TIME_WAIT_ONLY, port, out)
         if not out:
             return np.zeros(0, np.uint8), _EMPTY, _EMPTY, np.zeros(0, np.uint64)
-        return tuple(np.concatenate(cols) for cols in zip(*out, strict=True))  # type: ignore[return-value]
+        state, sport, dport, cookie = (np.concatenate(cols) for cols in zip(*out, strict=True))
+        if len(cookie) > 1:
+            # One row per socket: the last one seen (np.unique keeps the first of each, so reverse).
+            _, first = np.unique(cookie[::-1], return_index=True)
+            keep = len(cookie) - 1 - first
+            if len(keep) < len(cookie):
+                keep.sort()
+                state, sport, dport, cookie = state[keep], sport[keep], dport[keep], cookie[keep]
+        return state, sport, dport, cookie
 
 
 def _ends_with_done(buf: bytes) -> bool:

@@ -189,13 +189,15 @@ class _Connection(asyncio.Protocol):
             self.counters.requests += 1
             client_wants_close = conn_header == b"close" or (version == b"HTTP/1.0" and conn_header != b"keep-alive")
             close = client_wants_close or self.server.closes_after(self.requests)
+            # An HTTP/1.0 client that asked for keep-alive (ab -k) is told it got it.
+            announce = not close and version == b"HTTP/1.0"
             if self.server.delay_s > 0:
                 self.busy = True
-                self.loop.call_later(self.server.delay_s, self._respond, close)
+                self.loop.call_later(self.server.delay_s, self._respond, close, announce)
                 return
-            self._respond(close)
+            self._respond(close, announce)
 
-    def _respond(self, close: bool) -> None:
+    def _respond(self, close: bool, announce_keep_alive: bool = False) -> None:
         self.busy = False
         if self.transport is None or self.transport.is_closing():
             return
@@ -207,13 +209,13 @@ class _Connection(asyncio.Protocol):
             sock = self.transport.get_extra_info("socket")
             if _TCP_CORK is not None and sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
-            self.transport.write(self.server.response(close))
+            self.transport.write(self.server.response(close=True))
             self.server_closing = True
             if self.transport.can_write_eof():  # not over TLS: close() sends close_notify, then the FIN
                 self.transport.write_eof()
             self.transport.close()
             return
-        self.transport.write(self.server.response(close))
+        self.transport.write(self.server.response(close=False, announce_keep_alive=announce_keep_alive))
         self._arm_idle()
         if self.buf:
             self._process()
@@ -251,13 +253,16 @@ class TargetServer:
         self.body = make_body(body_bytes)
         self.counters = Counters()
         self.loop = asyncio.get_event_loop()
-        self._responses = {close: self._build(close) for close in (False, True)}
+        self._responses = {
+            (close, announce): self._build(close, announce) for close in (False, True) for announce in (False, True)
+        }
 
-    def _build(self, close: bool) -> bytes:
+    def _build(self, close: bool, announce_keep_alive: bool) -> bytes:
         if self.mode.kind is TargetModeKind.HTTP10:
             status, conn = b"HTTP/1.0 200 OK", b""
         else:
-            status, conn = b"HTTP/1.1 200 OK", (b"Connection: close\r\n" if close else b"")
+            status = b"HTTP/1.1 200 OK"
+            conn = b"Connection: close\r\n" if close else b"Connection: keep-alive\r\n" if announce_keep_alive else b""
         return (
             status + b"\r\nServer: keepalive-lab-target\r\nContent-Type: text/plain\r\n"
             b"Content-Length: %d\r\n%s\r\n%s" % (len(self.body), conn, self.body)
@@ -271,8 +276,8 @@ class TargetServer:
             return requests_on_connection >= self.mode.close_after
         return False
 
-    def response(self, close: bool) -> bytes:
-        return self._responses[close]
+    def response(self, close: bool, announce_keep_alive: bool = False) -> bytes:
+        return self._responses[(close, announce_keep_alive and not close)]
 
 
 async def _serve(args: argparse.Namespace) -> dict[str, Any]:
