@@ -9,6 +9,7 @@ summary row (:mod:`analysis.metrics`); nothing is computed again here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -33,15 +34,21 @@ def _count(value: Any) -> float:
     return 0 if value is None or pd.isna(value) else value
 
 
-def _n(value: float) -> str:
-    return f"{int(round(value)):,}"
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
-def _plural(value: float, noun: str) -> str:
-    return f"{_n(value)} {noun}{'' if round(value) == 1 else 's'}"
+def _n(value: Any) -> str:
+    return "?" if _missing(value) else f"{int(round(value)):,}"
 
 
-def _secs(value: float) -> str:
+def _plural(value: Any, noun: str) -> str:
+    return f"{_n(value)} {noun}{'' if not _missing(value) and round(value) == 1 else 's'}"
+
+
+def _secs(value: Any) -> str:
+    if _missing(value):
+        return "? s"
     return f"{value:.2f} s" if value < 10 else f"{value:,.0f} s"
 
 

@@ -212,14 +212,17 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
         "target_closed_by_reset": closed_by.get("client_reset"),
         "sidecar_status": run.sidecar.status,
     }
+    numbers = pd.to_numeric(a[list(LOCUST_STATS_COLUMNS[1:])], errors="coerce")  # Locust writes N/A for none
+    if pd.isna(numbers["Request Count"]) or pd.isna(numbers["Failure Count"]):
+        raise LoadError(f"{folder / STATS_CSV}: the Aggregated row's request counts are not numbers")
     stats_row = {
         "run_id": run_id,
-        "requests": int(a["Request Count"]),
-        "failures": int(a["Failure Count"]),
-        "rps": float(a["Requests/s"]),
-        "p50_ms": float(a["50%"]),
-        "p95_ms": float(a["95%"]),
-        "p99_ms": float(a["99%"]),
+        "requests": int(numbers["Request Count"]),
+        "failures": int(numbers["Failure Count"]),
+        "rps": float(numbers["Requests/s"]),
+        "p50_ms": float(numbers["50%"]),
+        "p95_ms": float(numbers["95%"]),
+        "p99_ms": float(numbers["99%"]),
     }
     if samples is None:
         samples = pd.DataFrame(columns=list(SOCKETS_COLUMNS))

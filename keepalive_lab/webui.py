@@ -49,5 +49,5 @@ def on_stop_button(web_ui: Any, stopped: Callable[[], None]) -> None:
 
     @web_ui.app.before_request
     def note_stop() -> None:
-        if request.path == "/stop":
+        if request.path == "/stop" and request.method == "POST":
             stopped()

@@ -102,3 +102,51 @@ def test_ui_run_applies_the_form_and_writes_a_folder(web_ui):
     target = json.loads((found[0].parent / "target.json").read_text())
     assert target["connections_accepted"] == 4  # drain none: one connection per request
     assert run["target"]["mode"] == "close-after:2"  # the target was restarted with the form's mode
+
+
+def finished_runs(run_dir, count: int) -> list[dict]:
+    """Wait for ``count`` finished run folders; return their run.json, oldest first."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = [json.loads(p.read_text()) for p in sorted(run_dir.glob("*/run.json"))]
+        done = [r for r in runs if r["status"] != "running"]
+        if len(done) >= count:
+            return done
+        time.sleep(0.05)
+    raise AssertionError(f"{count} finished runs expected in {run_dir}")
+
+
+def test_each_test_loads_the_server_its_form_names(web_ui):
+    """Three tests from one page: the form keeps the first target's host, the settings change."""
+    url, run_dir = web_ui
+    base = {"user_count": "1", "spawn_rate": "1", "think_time_s": "0.02", "requests_per_user": "3"}
+    first = post(f"{url}/swarm", base)
+    first_host = finished_runs(run_dir, 1)[0]["host"]
+    assert first["host"] == first_host
+    # The page's form still holds the first host; the target mode changes.
+    second = post(f"{url}/swarm", {**base, "host": first_host, "target_mode": "close"})
+    run = finished_runs(run_dir, 2)[1]
+    assert second["host"] == run["host"] == run["target"]["url"] != first_host
+    assert run["status"] == "completed" and run["failures"] == 0
+    assert run["target"]["mode"] == "close" and run["target_connections_accepted"] == 3
+    # A third test from the same page, still with the first (now stopped) target's host in the form.
+    third = post(f"{url}/swarm", {**base, "host": first_host, "target_mode": "close"})
+    run = finished_runs(run_dir, 3)[2]
+    assert third["host"] == run["host"] == second["host"]
+    assert run["status"] == "completed" and run["failures"] == 0 and run["target_connections_accepted"] == 3
+
+
+def test_a_second_test_shows_only_its_own_sockets(web_ui):
+    url, run_dir = web_ui
+    form = {"user_count": "1", "spawn_rate": "1", "think_time_s": "0.02", "requests_per_user": "5",
+            "drain": "close"}  # fmt: skip
+    post(f"{url}/swarm", form)
+    finished_runs(run_dir, 1)
+    post(f"{url}/swarm", form)
+    finished_runs(run_dir, 2)
+    second = sorted(run_dir.glob("*/sockets.csv"))[1]
+    import csv
+
+    rows = list(csv.DictReader(open(second)))
+    assert int(rows[-1]["client_time_wait"]) == 5  # its own 5, not 10
+    assert int(rows[0]["preexisting_client_time_wait"]) == 5  # the first test's, apart

@@ -1,0 +1,164 @@
+"""Statuses and exit codes a CI can trust: a hang is bounded, a signal is told apart from a
+completed run, a run where every request failed says why, the web UI's STOP is not a completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import locust_command, only_run_folder, start_locust, wait_for
+
+from keepalive_lab.peers import free_port
+
+HANG = ("--client", "fasthttp", "--pool-full", "block", "--drain", "none", "--target-body-bytes", "200000")
+
+
+def test_a_pool_that_never_frees_a_connection_fails_the_run_after_pool_wait(run_locust):
+    """The issue's hanging command, with --pool-wait 2: it ends failed, not never."""
+    t0 = time.monotonic()
+    r = run_locust("concurrent.py", *HANG, "--pool-wait", "2", timeout_s=60)
+    assert time.monotonic() - t0 < 30
+    assert r.returncode == 1, r.output
+    assert r.run["status"] == "failed"
+    assert "user(s) waited more than 2 s for a connection (--pool-wait)" in r.run["status_reason"]
+    conns = r.run["client_connections"]
+    assert conns["pool_timeouts"] >= 1 and 1 <= conns["pool_timeout_users"] <= 10
+    failures = (r.folder / "failures.csv").read_text()
+    assert "no free connection in the pool of 2 after 2 s (--pool-wait)" in failures
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("client", ["fasthttp", "requests"])
+def test_a_timed_run_that_ends_with_stuck_users_says_so(run_locust, client):
+    args = [*HANG[2:], "--client", client, "--pool-full", "block", "-t", "3"]
+    r = run_locust("concurrent.py", *args, timeout_s=60)
+    assert r.returncode == 1, r.output
+    assert r.run["status"] == "stuck", r.run["status_reason"]
+    assert "were still waiting for a connection when the test ended" in r.run["status_reason"]
+    assert r.run["client_connections"]["pool_waits_cut"] >= 1
+    assert "FullPoolError" not in r.output and "Traceback" not in r.output
+
+
+def test_a_slow_server_with_a_busy_pool_is_not_stuck(run_locust):
+    """Users wait for the pool's 2 connections, but the pool keeps giving them back: completed."""
+    r = run_locust("concurrent.py", "--pool-full", "block", "--target-delay-ms", "300", "-t", "3",
+                   "--requests-per-user", "0")  # fmt: skip
+    assert r.returncode == 0, r.output
+    assert r.run["status"] == "completed" and r.run["client_connections"]["pool_waits_cut"] == 0
+
+
+@pytest.mark.parametrize("whom", ["locust", "group", "timeout"])
+def test_sigterm_marks_the_run_interrupted_and_exits_non_zero(tmp_path, whom):
+    if whom == "timeout":
+        run_dir = tmp_path / "runs"
+        proc = subprocess.Popen(
+            ["timeout", "3", *locust_command("sequential.py", "--headless", "--run-dir", str(run_dir),
+                                              "--think-time", "0.5")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        code_wanted = 124  # timeout's own code for a command it had to stop
+    else:
+        proc, run_dir = start_locust(tmp_path, "sequential.py", "--think-time", "0.5")
+        code_wanted = 143
+        if whom == "locust":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)  # as a CI stops a job: the whole group
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == code_wanted, out
+    folder = only_run_folder(run_dir)
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "interrupted", run["status_reason"]
+    assert run["status_reason"] == "stopped by SIGTERM before the test ended"
+    assert 1 <= run["requests"] < 10
+    assert {"stats.csv", "locust.html", "target.json", "sockets.csv"} <= {p.name for p in folder.iterdir()}
+
+
+def test_ctrl_c_exits_130(tmp_path):
+    proc, run_dir = start_locust(tmp_path, "sequential.py", "--think-time", "0.5")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    run = json.loads((only_run_folder(run_dir) / "run.json").read_text())
+    assert run["status"] == "interrupted" and "SIGINT" in run["status_reason"]
+
+
+def test_every_request_refused_is_a_failed_run(run_locust):
+    port = free_port()  # nothing listens there
+    r = run_locust("sequential.py", "--host", f"http://127.0.0.1:{port}", "--think-time", "0")
+    assert r.returncode == 1, r.output
+    assert r.run["requests"] == r.run["failures"] == 10
+    assert r.run["status"] == "failed"
+    assert r.run["status_reason"] == f"every request failed: the server refused every connection (127.0.0.1:{port})"
+    assert r.run["client_connections"]["connect_errors_by_errno"] == {"111": 10}
+
+
+def test_the_web_ui_stop_button_gives_stopped(tmp_path):
+    import urllib.parse
+    import urllib.request
+
+    port = free_port()
+    run_dir = tmp_path / "runs"
+    proc = subprocess.Popen(
+        locust_command("sequential.py", "--web-host", "127.0.0.1", "--web-port", str(port), "--run-dir", str(run_dir)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get(url), "the web UI")
+        form = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", "think_time_s": "0.5"}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{url}/swarm", data=form), timeout=10).read()
+        wait_for(lambda: _requests_so_far(url) >= 1, "the first request")  # under way, far from its 10
+        urllib.request.urlopen(urllib.request.Request(f"{url}/stop", data=b"", method="POST"), timeout=10).read()
+        folder = wait_for(lambda: _finished(run_dir), "the run folder to be finished")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "stopped" and run["status_reason"] == "stopped from the web UI before the test ended"
+    assert 1 <= run["requests"] < 10
+
+
+def _requests_so_far(url: str) -> int:
+    import urllib.request
+
+    stats = json.loads(urllib.request.urlopen(f"{url}/stats/requests", timeout=5).read())
+    return sum(row["num_requests"] for row in stats["stats"] if row["name"] == "Aggregated")
+
+
+def _get(url: str) -> bool:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=1).read()
+        return True
+    except OSError:
+        return False
+
+
+def _finished(run_dir: Path) -> Path | None:
+    for path in run_dir.glob("*/run.json"):
+        if json.loads(path.read_text())["status"] != "running":
+            return path.parent
+    return None
+
+
+def test_report_and_check_on_runs_that_did_not_complete(tmp_path, run_locust):
+    """A failed run's figures are shown with its status; check fails a rule on it by default."""
+    r = run_locust("sequential.py", "--host", f"http://127.0.0.1:{free_port()}", "--think-time", "0")
+    out = tmp_path / "report"
+    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(r.folder), "-o", str(out)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.splitlines()[0].endswith("[failed] no connection was made") or "[failed]" in report.stdout
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[scenarios.sequential]\nrequests = "== 10"\n')
+    check = subprocess.run([sys.executable, "-m", "analysis", "check", str(r.folder), "--rules", str(rules)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert check.returncode == 1 and "FAIL (run failed)" in check.stdout
