@@ -147,6 +147,8 @@ class Attribution:
         self._at_end = _Keys()  # the run's sockets closed because the test or their user ended
         self._port_told_at = np.zeros(65536, np.float64)
         self._prev_client_tw = np.zeros(0, np.uint64)
+        self._churned_keys = np.zeros(0, np.uint64)  # counted as churn within FORGET_S, and when
+        self._churned_at = np.zeros(0, np.float64)
         self._prev_server_tw = np.zeros(0, np.uint64)
         self.client_churned = 0
         self.client_at_end = 0
@@ -182,9 +184,16 @@ class Attribution:
         # Sockets that entered TIME_WAIT since the last sample (a TIME_WAIT socket keeps its key).
         client_tw = np.unique(key[own_client & (state == TIME_WAIT)])
         entered = np.setdiff1d(client_tw, self._prev_client_tw, assume_unique=True)
-        at_end = int(self._at_end.seen(entered, now).sum())
-        self.client_at_end += at_end
-        self.client_churned += len(entered) - at_end
+        at_end = self._at_end.seen(entered, now)
+        # A close's report can reach the sidecar just after the socket's TIME_WAIT was counted as
+        # churn (the report and the close race each other): put such sockets right.
+        late = np.isin(self._churned_keys, self._at_end.keys)
+        moved = int(late.sum()) + int(at_end.sum())
+        self.client_at_end += moved
+        self.client_churned += len(entered) - moved
+        recent = ~late & (self._churned_at >= now - FORGET_S)
+        self._churned_keys = np.concatenate([self._churned_keys[recent], entered[~at_end]])
+        self._churned_at = np.concatenate([self._churned_at[recent], np.full(int((~at_end).sum()), now)])
         server_tw = np.unique(key[own_server & (state == TIME_WAIT)])
         self.server_entered += len(np.setdiff1d(server_tw, self._prev_server_tw, assume_unique=True))
         self._prev_client_tw, self._prev_server_tw = client_tw, server_tw

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 from conftest import NETNS, ROOT, in_sockets_csv, wait_for
@@ -170,3 +171,41 @@ def test_ctrl_c_stops_the_run_leaves_nothing_and_still_reports(tmp_path):
     assert alive == []  # locust, its target and its sidecar (and unshare's shell) all ended
     assert stray(str(tmp_path)) == []
     assert [pid for ns in namespaces for pid in processes_in(ns)] == []  # its namespace is gone
+
+
+SEED = ROOT / "matrices" / "seed.toml"
+REUSING = ["sequential-drain-full", "concurrent-pool-10", "concurrent-per-user-pools"]
+SERVER_CLOSES = ["sequential-keepalive-off", "server-close-http10"]
+
+
+def test_seed_reusing_and_server_close_runs_project_no_client_port_use(tmp_path):
+    """The seed matrix's own rules hold, and its table says "never" where the report has nothing to project."""
+    cmd = [*MATRIX, str(SEED), "--only", *REUSING, *SERVER_CLOSES, "sequential-drain-close", "--check",
+           "--run-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("scenario")
+    for name in REUSING + SERVER_CLOSES:
+        assert summary.loc[name, "projected_port_use_pct"] == 0, name
+        assert pd.isna(summary.loc[name, "seconds_to_exhaustion"]), name
+        assert summary.loc[name, "client_closes"] == 0, name
+        row = next(line for line in proc.stdout.splitlines() if line.startswith(name + " "))
+        assert " never " in row, row
+    churning = summary.loc["sequential-drain-close"]
+    assert churning["client_closes_per_request"] == 1 and churning["projected_port_use_pct"] > 0
+    table = next(line for line in proc.stdout.splitlines() if line.startswith("sequential-drain-close "))
+    assert f"{churning['projected_port_use_pct']:.0f}%" in table  # the table shows the report's figure
+
+
+def test_report_finds_run_folders_at_any_depth(tmp_path):
+    """make report after make demo: the matrix nests runs as runs/matrix-*/<scenario>/<run>/."""
+    proc = subprocess.run([*MATRIX, str(SEED), "--only", "sequential-drain-full", "--run-dir", "runs"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    nested = list((tmp_path / "runs").glob("matrix-*/sequential-drain-full/*/run.json"))
+    assert len(nested) == 1
+    report = subprocess.run([sys.executable, "-m", "analysis", "report", "-o", "again"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert "(1 runs, 0 skipped" in report.stdout
+    assert (tmp_path / "again" / "index.html").exists()

@@ -59,16 +59,16 @@ def print_summary(outcomes: list[Outcome], out: Path) -> None:
     summary = pd.read_csv(out / SUMMARY_CSV).set_index("run_id")
     w = NAME_WIDTH
     print(f"\n{'scenario':<{w}}{'requests':>9}{'connections':>12}{'conn/req':>9}{'closes/req':>11}{'client TW':>10}"
-          f"{'server TW':>10}{'projected':>12}  expected")  # fmt: skip
+          f"{'server TW':>10}{'projected':>15}  expected")  # fmt: skip
     for o in outcomes:
         if o.folder is None or o.folder.name not in summary.index:
-            print(f"{o.scenario.name:<{w}}{'':>73}  {o.scenario.expect}  [{o.status}]")
+            print(f"{o.scenario.name:<{w}}{'':>76}  {o.scenario.expect}  [{o.status}]")
             continue
         r = summary.loc[o.folder.name]
         print(
             f"{o.scenario.name:<{w}}{_n(r['requests']):>9}{_n(r['connections_opened']):>12}"
             f"{_f(r['connections_per_request']):>9}{_f(r['client_closes_per_request']):>11}"
-            f"{_n(r['peak_client_time_wait']):>10}{_n(r['peak_server_time_wait']):>10}{projected(r):>12}"
+            f"{_n(r['peak_client_time_wait']):>10}{_n(r['peak_server_time_wait']):>10}{projected(r):>15}"
             f"  {o.scenario.expect}"
         )
     lab = [
