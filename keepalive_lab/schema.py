@@ -540,8 +540,8 @@ SUMMARY: tuple[Column, ...] = (
     Column(
         "client_closes",
         "number",
-        "connections the client closed while the server held them open, during the load (pool shutdown at the "
-        "end left out): the client pool's count, else the kernel's TIME_WAIT count",
+        "connections the client closed while the server held them open, during the load (closes because the "
+        "test or the user ended left out): the client pool's count, else the kernel's TIME_WAIT count",
     ),
     Column("client_closes_per_request", "number", "client_closes / requests: above 0.1 the run churns"),
     Column("server_closes", "number", "connections the server closed first (the target's count, else the client's)"),
@@ -613,7 +613,7 @@ SUMMARY: tuple[Column, ...] = (
         "seconds from the client's first connection to its first errno 99, when it ran out of ports, s",
     ),
     Column("connections_before_exhaustion", "number", "connections the client had opened by its first errno 99"),
-    Column("projection_error_pct", "number", "100 x |seconds_to_exhaustion - observed| / observed, %"),
+    Column("projection_error_pct", "number", "100 x abs(seconds_to_exhaustion - observed) / observed, %"),
     Column("duration_s", "number", "the run's length, s"),
     Column("start", "text", "the run's start, ISO 8601 UTC"),
 )

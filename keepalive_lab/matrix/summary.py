@@ -103,7 +103,11 @@ def _f(value: float) -> str:
 
 
 def projected(r: pd.Series) -> str:
-    """The client-port projection in a few characters: "out in 21 s", "12%", or "never"."""
+    """The client-port projection in a few characters: "out in 21 s", "12%", or "never", as the verdict
+    has it (with tcp_tw_reuse holding the churn: "never (reuse)")."""
+    limit = r.get("tw_reuse_limit_per_s")
+    if not pd.isna(r["seconds_to_exhaustion"]) and not pd.isna(limit) and r["churn_per_s"] < limit:
+        return "never (reuse)"
     if not pd.isna(r["seconds_to_exhaustion"]):
         return (
             f"out in {r['seconds_to_exhaustion']:.0f} s"
