@@ -169,7 +169,7 @@ class Attribution:
         if self.baseline is None:
             self.baseline = np.unique(key)
         client, server = rport == port, lport == port
-        pre = np.isin(key, self.baseline)
+        pre = np.isin(key, self.baseline) if len(self.baseline) else np.zeros(len(key), bool)
         if not self.told:
             own_client, own_server = client & ~pre, server & ~pre
         else:
@@ -182,7 +182,7 @@ class Attribution:
         out = _by_state("client", state[own_client]) | _by_state("server", state[own_server])
         out["ports_in_use"] = _distinct(lport[own_client])
         # Sockets that entered TIME_WAIT since the last sample (a TIME_WAIT socket keeps its key).
-        client_tw = np.unique(key[own_client & (state == TIME_WAIT)])
+        client_tw = key[own_client & (state == TIME_WAIT)]  # one row per socket: keys are unique
         entered = np.setdiff1d(client_tw, self._prev_client_tw, assume_unique=True)
         at_end = self._at_end.seen(entered, now)
         # A close's report can reach the sidecar just after the socket's TIME_WAIT was counted as
@@ -194,7 +194,7 @@ class Attribution:
         recent = ~late & (self._churned_at >= now - FORGET_S)
         self._churned_keys = np.concatenate([self._churned_keys[recent], entered[~at_end]])
         self._churned_at = np.concatenate([self._churned_at[recent], np.full(int((~at_end).sum()), now)])
-        server_tw = np.unique(key[own_server & (state == TIME_WAIT)])
+        server_tw = key[own_server & (state == TIME_WAIT)]
         self.server_entered += len(np.setdiff1d(server_tw, self._prev_server_tw, assume_unique=True))
         self._prev_client_tw, self._prev_server_tw = client_tw, server_tw
         tw = state == TIME_WAIT
@@ -259,10 +259,21 @@ def _by_state(side: str, states: Any) -> dict[str, int]:
     }
 
 
+_PORT_SEEN: list[Any] = []  # one reusable 65,536-entry mask: cheaper than a new one each sample
+
+
 def _distinct(ports: Any) -> int:
     import numpy as np
 
-    return int(np.count_nonzero(np.bincount(ports, minlength=65536))) if len(ports) else 0
+    if not len(ports):
+        return 0
+    if not _PORT_SEEN:
+        _PORT_SEEN.append(np.zeros(65536, bool))
+    seen = _PORT_SEEN[0]
+    seen[ports] = True
+    count = int(np.count_nonzero(seen))
+    seen[ports] = False
+    return count
 
 
 def sample(sampler: Sampler, port: int, attribution: Attribution, host: str | None = None) -> SocketSample:

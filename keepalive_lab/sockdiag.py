@@ -174,20 +174,17 @@ class SockDiag:
             # TIME_WAIT replies have one fixed size, so they decode in one numpy step; asking for
             # them apart keeps the other states (whose replies carry attributes) from mixing in.
             # The other states first: a socket closing between the two dumps (FIN_WAIT, then
-            # TIME_WAIT) is then seen twice, never missed, and keeps its later state below.
-            self._dump_one(family, NOT_LISTEN_NOR_TIME_WAIT, port, out)
+            # TIME_WAIT) is then in both, never in neither, and keeps its TIME_WAIT row.
+            others: list[Columns] = []
+            self._dump_one(family, NOT_LISTEN_NOR_TIME_WAIT, port, others)
             self._dump_one(family, TIME_WAIT_ONLY, port, out)
+            if others and out:
+                seen_tw = np.concatenate([cols[3] for cols in out])
+                others = [tuple(c[~np.isin(cols[3], seen_tw)] for c in cols) for cols in others]  # type: ignore[misc]
+            out.extend(others)
         if not out:
             return np.zeros(0, np.uint8), _EMPTY, _EMPTY, np.zeros(0, np.uint64)
-        state, sport, dport, cookie = (np.concatenate(cols) for cols in zip(*out, strict=True))
-        if len(cookie) > 1:
-            # One row per socket: the last one seen (np.unique keeps the first of each, so reverse).
-            _, first = np.unique(cookie[::-1], return_index=True)
-            keep = len(cookie) - 1 - first
-            if len(keep) < len(cookie):
-                keep.sort()
-                state, sport, dport, cookie = state[keep], sport[keep], dport[keep], cookie[keep]
-        return state, sport, dport, cookie
+        return tuple(np.concatenate(cols) for cols in zip(*out, strict=True))  # type: ignore[return-value]
 
 
 def _ends_with_done(buf: bytes) -> bool:
