@@ -18,6 +18,7 @@ Frames of :class:`Loaded` (one row per run in ``runs``; the others carry ``run_i
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,11 +170,42 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
         samples = _read_csv(folder / SOCKETS_CSV, SOCKETS_REQUIRED, SOCKETS_NUMERIC_REQUIRED)
         samples = samples.reindex(columns=list(SOCKETS_COLUMNS))  # an older file lacks the added columns
     run_id = folder.name
+    row = run_row(run, target, run_id, str(folder))
+    numbers = pd.to_numeric(a[list(LOCUST_STATS_COLUMNS[1:])], errors="coerce")  # Locust writes N/A for none
+    if pd.isna(numbers["Request Count"]) or pd.isna(numbers["Failure Count"]):
+        raise LoadError(f"{folder / STATS_CSV}: the Aggregated row's request counts are not numbers")
+    stats_row = {
+        "run_id": run_id,
+        "requests": int(numbers["Request Count"]),
+        "failures": int(numbers["Failure Count"]),
+        "rps": float(numbers["Requests/s"]),
+        "p50_ms": float(numbers["50%"]),
+        "p95_ms": float(numbers["95%"]),
+        "p99_ms": float(numbers["99%"]),
+    }
+    return row, stats_row, *framed(run_id, samples, failures)
+
+
+def framed(run_id: str, samples: pd.DataFrame | None, failures: pd.DataFrame | None) -> tuple[pd.DataFrame, ...]:
+    """A run's samples (sockets.csv's columns) and failures (Locust's columns) as the stages take them."""
+    if samples is None:
+        samples = pd.DataFrame(columns=list(SOCKETS_COLUMNS))
+    samples = samples.assign(run_id=run_id)
+    if failures is None:
+        failures = pd.DataFrame(columns=list(LOCUST_FAILURES_COLUMNS))
+    failures = failures.rename(
+        columns={"Method": "method", "Name": "name", "Error": "error", "Occurrences": "occurrences"}
+    )[["method", "name", "error", "occurrences"]].assign(run_id=run_id)
+    return samples, failures
+
+
+def run_row(run: RunRecord, target: TargetCounts | None, run_id: str, path: str) -> dict[str, Any]:
+    """A run's row of the ``runs`` frame (:data:`RUN_COLUMNS`), from its run.json and target.json."""
     conns = run.client_connections
     closed_by = target.closed_by if target is not None else {}
-    row = {
+    return {
         "run_id": run_id,
-        "path": str(folder),
+        "path": path,
         "scenario": run.scenario,
         "status": str(run.status),
         "status_reason": run.status_reason,
@@ -212,27 +244,15 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
         "target_closed_by_reset": closed_by.get("client_reset"),
         "sidecar_status": run.sidecar.status,
     }
-    numbers = pd.to_numeric(a[list(LOCUST_STATS_COLUMNS[1:])], errors="coerce")  # Locust writes N/A for none
-    if pd.isna(numbers["Request Count"]) or pd.isna(numbers["Failure Count"]):
-        raise LoadError(f"{folder / STATS_CSV}: the Aggregated row's request counts are not numbers")
-    stats_row = {
-        "run_id": run_id,
-        "requests": int(numbers["Request Count"]),
-        "failures": int(numbers["Failure Count"]),
-        "rps": float(numbers["Requests/s"]),
-        "p50_ms": float(numbers["50%"]),
-        "p95_ms": float(numbers["95%"]),
-        "p99_ms": float(numbers["99%"]),
-    }
-    if samples is None:
-        samples = pd.DataFrame(columns=list(SOCKETS_COLUMNS))
-    samples = samples.assign(run_id=run_id)
-    if failures is None:
-        failures = pd.DataFrame(columns=list(LOCUST_FAILURES_COLUMNS))
-    failures = failures.rename(
-        columns={"Method": "method", "Name": "name", "Error": "error", "Occurrences": "occurrences"}
-    )[["method", "name", "error", "occurrences"]].assign(run_id=run_id)
-    return row, stats_row, samples, failures
+
+
+def samples_from_text(text: str) -> pd.DataFrame:
+    """sockets.csv as it is being written (the live view): whole rows only, the added columns kept."""
+    whole = text[: text.rfind("\n") + 1]
+    if not whole.strip():
+        return pd.DataFrame(columns=list(SOCKETS_COLUMNS))
+    frame = pd.read_csv(io.StringIO(whole), na_values=["N/A"], keep_default_na=False)
+    return frame.reindex(columns=list(SOCKETS_COLUMNS))
 
 
 def load_runs(folders: list[str | Path]) -> Loaded:

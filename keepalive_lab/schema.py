@@ -48,6 +48,7 @@ STATS_HISTORY_CSV = "stats_history.csv"
 FAILURES_CSV = "failures.csv"
 EXCEPTIONS_CSV = "exceptions.csv"
 LOCUST_HTML = "locust.html"
+REPORT_HTML = "report.html"  # a web-UI run's own report, one file, written when its test stops
 SUMMARY_CSV = "summary.csv"
 
 
@@ -206,6 +207,32 @@ class Status(StrEnum):
 
 
 @dataclass
+class RequestNameCounts(Record):
+    """One request name's share of the client's connections: ``requests`` (made), of them
+    ``new_connection_requests`` (those during which a connection was opened: the others reused
+    one), ``opened``, the closes by kind and the discards of connections its responses came back
+    on, ``connect_errors`` and by errno."""
+
+    requests: int = 0
+    new_connection_requests: int = 0
+    opened: int = 0
+    closed_by_client: int = 0
+    reset_by_client: int = 0
+    closed_by_server: int = 0
+    discarded: int = 0
+    connect_errors: int = 0
+    connect_errors_by_errno: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: RequestNameCounts) -> None:
+        for f in dataclasses.fields(self):
+            if f.name == "connect_errors_by_errno":
+                for code, n in other.connect_errors_by_errno.items():
+                    self.connect_errors_by_errno[code] = self.connect_errors_by_errno.get(code, 0) + n
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass
 class ClientConnections(Record):
     """Connections counted at the client's pool, where the client decides (exact against any server).
 
@@ -239,6 +266,7 @@ class ClientConnections(Record):
     first_connect_ts: float | None = None
     first_addr_not_available_ts: float | None = None
     opened_before_addr_not_available: int | None = None
+    by_name: dict[str, Any] = field(default_factory=dict)  # request name -> RequestNameCounts fields
 
     SUMMED: typing.ClassVar[tuple[str, ...]] = (
         "opened", "closed", "closed_by_client", "reset_by_client", "closed_by_server", "closed_at_end", "discarded",
@@ -263,6 +291,14 @@ class ClientConnections(Record):
             setattr(out, key, min(stamps) if stamps else None)
         before = [p.opened_before_addr_not_available for p in parts if p.opened_before_addr_not_available]
         out.opened_before_addr_not_available = sum(before) if before else None
+        by_name: dict[str, RequestNameCounts] = {}
+        for part in parts:
+            for name, counts in part.by_name.items():
+                entry = by_name.setdefault(name, RequestNameCounts())
+                entry.add(
+                    counts if isinstance(counts, RequestNameCounts) else RequestNameCounts.from_dict(counts, name)
+                )
+        out.by_name = {name: counts.to_dict() for name, counts in sorted(by_name.items())}
         return out
 
     @property

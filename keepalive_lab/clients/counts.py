@@ -51,7 +51,7 @@ from typing import Any
 import gevent
 
 from keepalive_lab.feed import Sender
-from keepalive_lab.schema import ClientConnections
+from keepalive_lab.schema import ClientConnections, RequestNameCounts
 
 _TCP_ESTABLISHED = 1
 
@@ -117,14 +117,47 @@ class ConnectionCounts:
     first_connect_ts: float | None = None
     first_addr_not_available_ts: float | None = None
     opened_before_addr_not_available: int | None = None
+    by_name: dict[str, RequestNameCounts] = field(default_factory=dict)
     feed: Sender = field(default_factory=Sender, repr=False)
+    # Per greenlet: what happened during its request in progress, and the name of its last request
+    # (a close after a response belongs to that request: an unread body, a discard).
+    _during: dict[int, RequestNameCounts] = field(default_factory=dict, repr=False)
+    _last_name: dict[int, str] = field(default_factory=dict, repr=False)
     # Set while a pool shuts down: the connections it closes are idle ones, not churn.
     shutting_down: bool = field(default=False, repr=False)
     # Set once users start to stop: connections they give back then are no progress for waiters.
     users_stopping: bool = field(default=False, repr=False)
 
+    def _now(self) -> RequestNameCounts:
+        """The counts of the current greenlet's request in progress."""
+        key = id(gevent.getcurrent())
+        during = self._during.get(key)
+        if during is None:
+            during = self._during[key] = RequestNameCounts()
+        return during
+
+    def _last(self) -> RequestNameCounts:
+        """The counts of the request name the current greenlet's last response belongs to."""
+        name = self._last_name.get(id(gevent.getcurrent()))
+        return self._now() if name is None else self.by_name[name]
+
+    def on_request(self, name: str) -> None:
+        """Locust's request event, fired in the user's greenlet when a request ends: what happened
+        during it (connections opened, connect errors) goes to its name."""
+        key = id(gevent.getcurrent())
+        entry = self.by_name.get(name)
+        if entry is None:
+            entry = self.by_name[name] = RequestNameCounts()
+        during = self._during.pop(key, None)
+        entry.requests += 1
+        if during is not None:
+            entry.add(during)
+            entry.new_connection_requests += 1 if during.opened else 0
+        self._last_name[key] = name
+
     def record_connect(self, sock: Any) -> None:
         self.opened += 1
+        self._now().opened += 1
         if self.first_connect_ts is None:
             self.first_connect_ts = time.time()
         self.feed.opened(sock)
@@ -133,6 +166,9 @@ class ConnectionCounts:
         self.connect_errors += 1
         code = errno_of(exc)
         self.connect_errors_by_errno[code] += 1
+        during = self._now()
+        during.connect_errors += 1
+        during.connect_errors_by_errno[str(code)] = during.connect_errors_by_errno.get(str(code), 0) + 1
         if code == errno.EADDRNOTAVAIL and self.first_addr_not_available_ts is None:
             # The moment the ephemeral ports ran out, and how many connections it took.
             self.first_addr_not_available_ts = time.time()
@@ -153,12 +189,21 @@ class ConnectionCounts:
             self.feed.closed_at_end(sock)
             return
         state = tcp_state(sock)
+        name = self._last()
         if server_announced or (not client_decided and state not in (_TCP_ESTABLISHED, None)):
             self.closed_by_server += 1
+            name.closed_by_server += 1
         elif unread_bytes(sock) > 0:
             self.reset_by_client += 1
+            name.reset_by_client += 1
         else:
             self.closed_by_client += 1
+            name.closed_by_client += 1
+
+    def record_discard(self) -> None:
+        """A connection came back to a full pool and is closed (the close is recorded apart)."""
+        self.discarded += 1
+        self._last().discarded += 1
 
     def snapshot(self) -> ClientConnections:
         return ClientConnections(
@@ -179,6 +224,7 @@ class ConnectionCounts:
             first_connect_ts=self.first_connect_ts,
             first_addr_not_available_ts=self.first_addr_not_available_ts,
             opened_before_addr_not_available=self.opened_before_addr_not_available,
+            by_name={name: counts.to_dict() for name, counts in sorted(self.by_name.items())},
         )
 
 

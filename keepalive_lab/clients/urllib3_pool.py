@@ -111,7 +111,7 @@ def _counting_pool(base: type[HTTPConnectionPool], conn_cls: type, counts: Conne
             # A connection the server closed was already closed by http.client (sock None):
             # coming back to a full pool, it is no discard and leaves no TIME_WAIT.
             if conn is not None and self.pool is not None and self.pool.full() and conn.sock is not None:
-                counts.discarded += 1
+                counts.record_discard()
             super()._put_conn(conn)
 
         def close(self) -> None:
