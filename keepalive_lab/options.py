@@ -66,10 +66,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _on_off(text: str) -> bool:
-    return {"on": True, "off": False}[str(text).strip()]
-
-
 def _show_on_off(value: Any) -> str:
     return "on" if value else "off"
 
@@ -99,21 +95,35 @@ def _values(enum: type[StrEnum]) -> tuple[str, ...]:
     return tuple(str(member) for member in enum)
 
 
+_TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
+
+
+def _on_off_word(text: str) -> bool:
+    word = str(text).strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError("on or off")
+
+
 @dataclass(frozen=True)
 class Option:
-    """One suite option: its flag, the config field (and user-class attribute) it sets, how to parse it."""
+    """One suite option: its flag, the config field (and user-class attribute) it sets, how to parse it.
+
+    ``dest`` names it in Locust's parsed options and in the web UI, whose start form labels a field
+    with its dest in words ("think_time" reads "Think Time") followed by ``ui`` and the default.
+    ``help`` is the longer text of ``python -m keepalive_lab``.
+    """
 
     flag: str
     attr: str
+    dest: str
+    ui: str
     help: str
     parse: Callable[[str], Any] = str
     choices: tuple[str, ...] | None = None
     show: Callable[[Any], str] = str
+    boolean: bool = False  # on or off: a checkbox in the web UI
     switch: bool = False  # a flag without a value (store_true)
-
-    @property
-    def dest(self) -> str:
-        return self.attr
 
     @property
     def env_var(self) -> str:
@@ -121,8 +131,15 @@ class Option:
 
     def convert(self, raw: Any) -> Any:
         """Parse ``raw`` (a string, or an already typed class attribute) or raise ConfigError."""
-        if self.switch:
-            return raw if isinstance(raw, bool) else str(raw).strip().lower() in ("true", "on", "1", "yes")
+        if self.switch or self.boolean:
+            if isinstance(raw, bool):
+                return raw
+            try:
+                return _on_off_word(raw)
+            except ValueError:
+                if self.switch:
+                    return False
+                raise ConfigError(f"{self.flag} {raw!r} is not valid; choose one of: on, off") from None
         if self.choices is not None:
             text = self.show(raw) if not isinstance(raw, str) else raw.strip()
             if text not in self.choices:
@@ -139,45 +156,48 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option(
-        "--scenario",
-        "scenario",
-        "name of the run in its folder name, the report and the gate rules",
-        parse=_name,
-    ),
-    Option(
         "--client",
         "client_type",
-        "HTTP client: requests (Locust HttpUser, urllib3 pool) or fasthttp "
-        "(Locust FastHttpUser, geventhttpclient pool)",
+        "client",
+        "requests (as HttpUser) or fasthttp (as FastHttpUser)",
+        "HTTP client: requests (Locust HttpUser, urllib3 pool) or fasthttp (Locust FastHttpUser, "
+        "geventhttpclient pool)",
         parse=ClientType,
         choices=_values(ClientType),
     ),
     Option(
         "--pool-size",
         "pool_size",
+        "pool_size",
+        "connections the pool keeps",
         "connections the pool keeps (requests: pool_maxsize, Go's MaxIdleConnsPerHost; fasthttp: concurrency)",
         parse=_whole(1),
     ),
     Option(
         "--pool-scope",
         "pool_scope",
-        "shared: one pool for every user in the process, like one Go "
-        "http.Client; user: one pool per user (Locust's default)",
+        "pool_scope",
+        "shared: one for all users, like one Go http.Client; user: one each",
+        "shared: one pool for every user in the process, like one Go http.Client; user: one pool per user "
+        "(Locust's default)",
         parse=PoolScope,
         choices=_values(PoolScope),
     ),
     Option(
         "--pool-full",
         "pool_full",
-        "when every pooled connection is busy: discard (open extra "
-        "connections, close them when the pool is full: Go's MaxIdleConnsPerHost) or block (wait for "
-        "a free one: Go's MaxConnsPerHost)",
+        "when_pool_full",
+        "all busy: discard (open extras, close them on return) or block (wait)",
+        "when every pooled connection is busy: discard (open extra connections, close them when the pool is "
+        "full: Go's MaxIdleConnsPerHost) or block (wait for a free one: Go's MaxConnsPerHost)",
         parse=PoolFull,
         choices=_values(PoolFull),
     ),
     Option(
         "--pool-wait",
         "pool_wait_s",
+        "pool_wait",
+        "s a request may wait for a free connection",
         "seconds a request waits for a free connection of a full blocking pool before it fails; a run whose "
         "users wait that long ends failed",
         parse=_positive_seconds,
@@ -185,87 +205,120 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--drain",
         "drain",
-        "what the client does with each response body: full (read to EOF, then "
-        "close), close (close unread), none (leave it unread and open)",
+        "drain",
+        "each body: full (read), close (close unread), none (leave open)",
+        "what the client does with each response body: full (read to EOF, then close), close (close unread), "
+        "none (leave it unread and open)",
         parse=Drain,
         choices=_values(Drain),
     ),
     Option(
         "--keep-alive",
         "keep_alive",
+        "keep_alive",
+        "unchecked: each request says Connection: close",
         "off sends 'Connection: close' with every request",
-        parse=_on_off,
-        choices=("on", "off"),
+        parse=_on_off_word,
         show=_show_on_off,
+        boolean=True,
     ),
     Option(
         "--think-time",
         "think_time_s",
+        "think_time",
+        "s between a user's requests",
         "seconds each user waits between requests",
         parse=_seconds,
     ),
     Option(
         "--requests-per-user",
         "requests_per_user",
+        "requests_per_user",
+        "then the user stops; 0: no limit",
         "requests each user makes, then stops; the run ends when every user is done (0: no limit)",
         parse=_whole(0),
     ),
     Option(
-        "--target-mode",
-        "target_mode",
-        f"embedded target only: {MODE_HELP}",
-        parse=_target_mode,
-    ),
-    Option(
         "--peer",
         "peer",
-        "server started when no --host is given: embedded (the suite's target), http.server "
-        "(python3 -m http.server, HTTP/1.0), nginx-keepalive, nginx-close (keepalive_timeout 0), "
-        "nginx-low-requests (keepalive_requests 3)",
+        "server",
+        "started when no host is given: embedded, http.server, or nginx-…",
+        "server started when no --host is given: embedded (the suite's target), http.server (python3 -m "
+        "http.server, HTTP/1.0), nginx-keepalive, nginx-close (keepalive_timeout 0), nginx-low-requests "
+        "(keepalive_requests 3)",
         parse=Peer,
         choices=_values(Peer),
     ),
     Option(
+        "--target-mode",
+        "target_mode",
+        "target_mode",
+        "embedded target: keepalive, close, http10, close-after:N, idle-timeout:S",
+        f"embedded target only: {MODE_HELP}",
+        parse=_target_mode,
+    ),
+    Option(
+        "--target-tls",
+        "target_tls",
+        "target_https",
+        "embedded target: HTTPS, self-signed",
+        "embedded target only: on serves HTTPS with a self-signed certificate (fasthttp does not check it, as "
+        "Locust's FastHttpUser; requests does, as HttpUser, and fails)",
+        parse=_on_off_word,
+        show=_show_on_off,
+        boolean=True,
+    ),
+    Option(
         "--target-delay-ms",
         "target_delay_ms",
-        "embedded target only: wait before each response",
+        "target_delay",
+        "ms before each response (embedded target)",
+        "embedded target only: wait before each response, ms",
         parse=_whole(0),
     ),
     Option(
         "--target-body-bytes",
         "target_body_bytes",
+        "target_body_bytes",
+        "response body size (embedded target)",
         "embedded target only: response body size",
         parse=_whole(0),
     ),
     Option(
-        "--target-tls",
-        "target_tls",
-        "embedded target only: on serves HTTPS with a self-signed certificate (fasthttp does not check it, as "
-        "Locust's FastHttpUser; requests does, as HttpUser, and fails)",
-        parse=_on_off,
-        choices=("on", "off"),
-        show=_show_on_off,
-    ),
-    Option(
         "--sample-interval",
         "sample_interval_s",
+        "sample_interval",
+        "s between two samples of the sockets",
         "seconds between two samples of the socket sidecar",
         parse=_positive_seconds,
     ),
     Option(
         "--no-sidecar",
         "no_sidecar",
+        "no_sidecar",
+        "checked: no sockets.csv",
         "do not sample sockets during the test (no sockets.csv)",
         switch=True,
     ),
     Option(
+        "--scenario",
+        "scenario",
+        "scenario",
+        "the run's name in its folder, report and gate",
+        "name of the run in its folder name, the report and the gate rules",
+        parse=_name,
+    ),
+    Option(
         "--run-dir",
         "run_dir",
+        "run_folder",
+        "where run folders go",
         "folder that receives one run folder per test",
         parse=_path,
     ),
 )
 OPTIONS_BY_DEST: dict[str, Option] = {o.dest: o for o in OPTIONS}
+OPTIONS_BY_ATTR: dict[str, Option] = {o.attr: o for o in OPTIONS}
 OPTIONS_BY_FLAG: dict[str, Option] = {o.flag.lstrip("-"): o for o in OPTIONS}
 # Settings only a user class sets (no option): how many users and whether they start together.
 CLASS_ONLY = ("start_together", "default_users")
@@ -284,10 +337,11 @@ def _exit_before_load(prog: str, message: str) -> None:
     os._exit(2)
 
 
-def _argtype(option: Option) -> Callable[[str], str]:
-    def parse(text: str) -> str:
+def _argtype(option: Option) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
-            return option.show(option.convert(text))
+            value = option.convert(text)
+            return value if option.boolean else option.show(value)
         except ConfigError as e:
             raise argparse.ArgumentTypeError(str(e).split(" ", 1)[1]) from None
 
@@ -307,36 +361,56 @@ def default_for(option: Option, user_class: type | None) -> str | None:
 def add_arguments(parser: Any, shown: type | None) -> None:
     """Add every option to Locust's parser; ``shown`` is the user class whose defaults are displayed.
 
-    A bad value exits 2 with one line, before any load starts.
+    In the web UI's start form a field reads "<dest in words> (<ui>; default <default>)"; a choice
+    is a drop-down and an on/off option a checkbox. A bad value exits 2 with one line, before any
+    load starts.
     """
     for opt in OPTIONS:
-        if opt.switch:
-            # default None, not False: an unset switch leaves the user class's attribute in force.
-            parser.add_argument(
-                opt.flag,
-                dest=opt.dest,
-                action="store_true",
-                default=None,
-                env_var=opt.env_var,
-                help=f"{opt.help} (env {opt.env_var})",
-                include_in_web_ui=True,
-            )
-            continue
         default = default_for(opt, shown) if shown is not None else None
+        shown_default = default if default is not None else "the user class's"
+        if opt.boolean or opt.switch:
+            # A boolean default makes a checkbox; None (several classes) leaves each class's own.
+            value = None if default is None else opt.convert(default)
+            shown_default = {True: "on", False: "off", None: "the user class's"}[value]
+        help_text = f"{opt.ui}; default {shown_default}"
+        if opt.switch:
+            parser.add_argument(opt.flag, dest=opt.dest, action="store_true", default=value, env_var=opt.env_var,
+                                help=help_text, include_in_web_ui=True)  # fmt: skip
+            continue
         parser.add_argument(
             opt.flag,
             dest=opt.dest,
             type=_argtype(opt),
             choices=opt.choices,
-            default=default,
+            default=value if opt.boolean else default,
             env_var=opt.env_var,
-            metavar=None if opt.choices else opt.attr.upper().removesuffix("_S"),
-            help=f"{opt.help} (default: {default if default is not None else 'the user class attribute'}; "
-            f"env {opt.env_var})",
+            metavar="on|off" if opt.boolean else None if opt.choices else opt.dest.upper(),
+            help=help_text,
             include_in_web_ui=True,
         )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port_number,
+        default=0,
+        env_var="LOCUST_METRICS_PORT",
+        help="serve Prometheus /metrics on this port in headless runs (the web UI serves it too)",
+        include_in_web_ui=False,
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        env_var="LOCUST_METRICS_HOST",
+        help="the address --metrics-port listens on (default 127.0.0.1)",
+        include_in_web_ui=False,
+    )
     # argparse prints its usage block before an error; the suite's contract is one line.
     parser.error = functools.partial(_exit_before_load, parser.prog)
+
+
+def _port_number(text: str) -> int:
+    if not str(text).isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; use 1-65535 (0: no metrics server)")
+    return int(text)
 
 
 def resolve(user_class: type, options: Any | None, scenario_default: str = "") -> ScenarioConfig:
@@ -345,8 +419,8 @@ def resolve(user_class: type, options: Any | None, scenario_default: str = "") -
     values: dict[str, Any] = {}
     for field in dataclasses.fields(ScenarioConfig):
         name = field.name
-        opt = OPTIONS_BY_DEST.get(name)
-        raw = given.get(name) if opt is not None else None
+        opt = OPTIONS_BY_ATTR.get(name)
+        raw = given.get(opt.dest) if opt is not None else None
         if raw is None or raw == "":
             raw = getattr(user_class, name, None)
         if raw is None or raw == "":

@@ -112,7 +112,7 @@ def test_the_web_ui_stop_button_gives_stopped(tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _get(url), "the web UI")
-        form = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", "think_time_s": "0.5"}).encode()
+        form = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", "think_time": "0.5"}).encode()
         urllib.request.urlopen(urllib.request.Request(f"{url}/swarm", data=form), timeout=10).read()
         wait_for(lambda: _requests_so_far(url) >= 1, "the first request")  # under way, far from its 10
         urllib.request.urlopen(urllib.request.Request(f"{url}/stop", data=b"", method="POST"), timeout=10).read()

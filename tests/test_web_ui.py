@@ -50,23 +50,18 @@ def web_ui(tmp_path):
     proc.communicate(timeout=30)
 
 
-def test_options_show_with_class_defaults(web_ui):
+def test_options_show_with_class_defaults_in_their_order(web_ui):
+    from keepalive_lab.options import OPTIONS
+
     url, _ = web_ui
     page = urllib.request.urlopen(url, timeout=10).read().decode()
-    for name in (
-        "pool_size",
-        "pool_scope",
-        "pool_full",
-        "drain",
-        "keep_alive",
-        "think_time_s",
-        "requests_per_user",
-        "target_mode",
-        "client_type",
-        "run_dir",
-    ):
-        assert f'"{name}"' in page, name
-    assert '"choices": ["full", "close", "none"]' in page
+    args = json.loads(page.split("window.templateArgs = ", 1)[1].split("</script>", 1)[0].strip().rstrip(";"))
+    extra = args["extra_options"]
+    assert list(extra) == [o.dest for o in OPTIONS]  # the suite's order, not sorted
+    assert extra["drain"]["choices"] == ["full", "close", "none"]
+    assert extra["keep_alive"]["default_value"] is True  # a checkbox
+    assert extra["think_time"]["help_text"] == "s between a user's requests; default 1.0"  # sequential.py's
+    assert all("LOCUST_" not in o["help_text"] for o in extra.values())
 
 
 def test_bad_value_is_refused_in_the_ui(web_ui):
@@ -83,7 +78,7 @@ def test_ui_run_applies_the_form_and_writes_a_folder(web_ui):
         "user_count": "1",
         "spawn_rate": "1",
         "drain": "none",
-        "think_time_s": "0.02",
+        "think_time": "0.02",
         "requests_per_user": "4",
         "target_mode": "close-after:2",
     }
@@ -119,7 +114,7 @@ def finished_runs(run_dir, count: int) -> list[dict]:
 def test_each_test_loads_the_server_its_form_names(web_ui):
     """Three tests from one page: the form keeps the first target's host, the settings change."""
     url, run_dir = web_ui
-    base = {"user_count": "1", "spawn_rate": "1", "think_time_s": "0.02", "requests_per_user": "3"}
+    base = {"user_count": "1", "spawn_rate": "1", "think_time": "0.02", "requests_per_user": "3"}
     first = post(f"{url}/swarm", base)
     first_host = finished_runs(run_dir, 1)[0]["host"]
     assert first["host"] == first_host
@@ -138,7 +133,7 @@ def test_each_test_loads_the_server_its_form_names(web_ui):
 
 def test_a_second_test_shows_only_its_own_sockets(web_ui):
     url, run_dir = web_ui
-    form = {"user_count": "1", "spawn_rate": "1", "think_time_s": "0.02", "requests_per_user": "5",
+    form = {"user_count": "1", "spawn_rate": "1", "think_time": "0.02", "requests_per_user": "5",
             "drain": "close"}  # fmt: skip
     post(f"{url}/swarm", form)
     finished_runs(run_dir, 1)
