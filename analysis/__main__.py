@@ -50,6 +50,19 @@ def _load(run_dirs: list[Path]) -> Loaded | None:
     return loaded
 
 
+def single_file_report(folder: Path) -> str | None:
+    """One run's report as one HTML file, plotly inside (what the web UI offers for download), or
+    None when the folder does not load."""
+    from plotly.offline import get_plotlyjs
+
+    loaded = load_runs([folder])
+    if loaded.runs.empty:
+        return None
+    summary = summarize(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
+    verdict = verdicts(summary, loaded.runs)
+    return render_html(summary, verdict, loaded.runs, loaded.samples, [], str(folder), plotly_js=get_plotlyjs())
+
+
 def report(run_dirs: list[Path], out_dir: Path) -> int:
     t0 = time.perf_counter()
     loaded = _load(run_dirs)

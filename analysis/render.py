@@ -63,6 +63,12 @@ def downsample(frame: pd.DataFrame, columns: list[str], max_points: int = MAX_PO
     return out.reset_index(drop=True)
 
 
+def _plotly_tag(inline: str | None) -> str:
+    if inline is None:
+        return f'<script src="{PLOTLY_JS}"></script>'
+    return "<script>" + inline.replace("</script", "<\\/script") + "</script>"
+
+
 def _fig_html(fig: go.Figure, div_id: str) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, config=_CONFIG, div_id=div_id)
 
@@ -252,8 +258,9 @@ def render_html(
     samples: pd.DataFrame,
     skipped: list[Any],
     out_dir: str,
+    plotly_js: str | None = None,
 ) -> str:
-    """The whole page."""
+    """The whole page; it loads plotly.min.js from beside itself, or holds ``plotly_js`` inline (one file)."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     by_id = {r["run_id"]: r for r in runs.to_dict("records")}
     v = verdicts.set_index("run_id")
@@ -290,6 +297,6 @@ def render_html(
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>keepalive-lab report</title>'
-        f'<style>{CSS}</style><script src="{PLOTLY_JS}"></script></head><body>{body}'
+        f"<style>{CSS}</style>{_plotly_tag(plotly_js)}</head><body>{body}"
         f"<script>window.KEEPALIVE_LAB = {json.dumps({'runs': len(summary)})};</script></body></html>"
     )

@@ -29,7 +29,7 @@ from typing import Any
 
 import gevent
 
-from keepalive_lab import webui
+from keepalive_lab import console, metrics, webui
 from keepalive_lab.config import ConfigError
 from keepalive_lab.options import add_arguments, apply_default_users
 from keepalive_lab.session import session_of
@@ -77,6 +77,8 @@ def on_init(environment: Any, base: type, runner: Any = None, web_ui: Any = None
     # Events that do not name their Environment get listeners bound to this session.
     events_ = environment.events
     events_.spawning_complete.add_listener(lambda **_: session.all_spawned.set())
+    if session.runs_users:  # each request's share of the connections, by its name
+        events_.request.add_listener(lambda name, **_: session.counts.on_request(name))
     events_.report_to_master.add_listener(lambda data, **_: session.link.add_counts(data, session.counts))
     events_.worker_report.add_listener(lambda client_id, data, **_: session.link.take_counts(client_id, data))
     # Locust fires quitting before it stops a running test only on Ctrl-C, SIGTERM, or when a
@@ -88,9 +90,17 @@ def on_init(environment: Any, base: type, runner: Any = None, web_ui: Any = None
     events_.quit.add_listener(lambda **_: session.servers.stop())
     if session.writes_runs and not environment.host and all(getattr(c, "host", None) is None for c in classes):
         session.start_server()
+    if not session.writes_runs:
+        return
+    registry = metrics.registry_for(session)
     if web_ui is not None:
-        webui.check_start_form(web_ui, lambda: environment.host, session.prepare_server)
-        webui.on_stop_button(web_ui, lambda: setattr(session.ending, "stop_requested", True))
+        webui.install(web_ui, session, lambda: environment.host, session.prepare_server,
+                      lambda: metrics.exposition(registry))  # fmt: skip
+    opts = environment.parsed_options
+    if getattr(opts, "metrics_port", 0):
+        metrics.serve(registry, opts.metrics_host, opts.metrics_port)
+    if getattr(opts, "headless", False) and not getattr(opts, "only_summary", False):
+        gevent.spawn(console.print_lines, session)
 
 
 def on_test_start(environment: Any, base: type, **_: Any) -> None:

@@ -29,6 +29,7 @@ from keepalive_lab import kernel, locust_compat
 from keepalive_lab.config import ScenarioConfig
 from keepalive_lab.schema import (
     LOCUST_HTML,
+    REPORT_HTML,
     SOCKETS_CSV,
     STATS_HISTORY_CSV,
     ClientConnections,
@@ -257,6 +258,8 @@ class Run:
         r.last_request_ts = stats.last_request_timestamp
         r.status, r.status_reason = self._status(r.client_connections)
         r.write(self.folder)
+        if env.web_ui is not None:  # the web UI offers the run's report for download
+            self._write_report()
         code = {Status.FAILED: 1, Status.STUCK: 1, Status.INTERRUPTED: SIGNAL_EXIT_CODES.get(self.ending.signal, 1)}
         if r.status in code and env.process_exit_code is None:
             env.process_exit_code = code[r.status]
@@ -305,6 +308,17 @@ class Run:
             parts.append(f"sidecar failed ({r.sidecar.error})")
         status = f"status {r.status}" + (f" ({r.status_reason})" if r.status_reason else "")
         return "; ".join([*parts, status, f"run folder {self.folder}"])
+
+    def _write_report(self) -> None:
+        try:
+            from analysis.__main__ import single_file_report
+
+            page = single_file_report(self.folder)
+        except Exception as e:  # the run folder is complete without it
+            log.warning("no report for %s: %s", self.folder, e)
+            return
+        if page is not None:
+            write_atomic(self.folder / REPORT_HTML, page)
 
     def _write_target_json(self) -> None:
         counts = self.servers.settled_target_counts(sleep=gevent.sleep)

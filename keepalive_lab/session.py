@@ -23,6 +23,7 @@ from keepalive_lab import locust_compat
 from keepalive_lab.clients import close_pool, make_pool
 from keepalive_lab.clients.counts import ConnectionCounts
 from keepalive_lab.config import ConfigError, PoolScope, ScenarioConfig
+from keepalive_lab.live import LiveView
 from keepalive_lab.options import OPTIONS_BY_DEST, resolve
 from keepalive_lab.run import GREENLET_CRASHED, Ending, Run
 from keepalive_lab.schema import ClientConnections
@@ -41,6 +42,8 @@ class Session:
         self.configs: dict[type, ScenarioConfig] = {}
         self.servers = Servers()
         self.run: Run | None = None
+        self.last_run: Run | None = None  # the last finished one, which the web UI still shows
+        self.live = LiveView(self)
         self.feed_token: str | None = None  # the name this process's clients report under
         self.counts = ConnectionCounts()
         self.link = WorkerLink(environment.runner, self.count_done, self.on_run_announced)
@@ -82,14 +85,14 @@ class Session:
         None when the form's host is the user's own. A host the suite served earlier (a target
         since replaced) is ours too: the test goes to the server the form's settings name.
         """
-        host = form.get("host") or None
-        if not self.user_classes or not self.servers.served(host):
-            return None
         given = argparse.Namespace(**{**vars(self.environment.parsed_options), **{
             k: v for k, v in form.items() if k in OPTIONS_BY_DEST and v != ""
         }})  # fmt: skip
-        cfg = resolve(self.user_classes[0], given, "form")
-        url = self.servers.restart_if_changed(cfg, self.servers.url) or self.servers.url
+        configs = [resolve(c, given, "form") for c in self.user_classes]  # ConfigError: refused in the form
+        host = form.get("host") or None
+        if not configs or not self.servers.served(host):
+            return None
+        url = self.servers.restart_if_changed(configs[0], self.servers.url) or self.servers.url
         self.environment.host = url
         return url
 
@@ -189,6 +192,7 @@ class Session:
             self.link.collect()
         if self.run is not None:
             run, self.run = self.run, None
+            self.last_run = run
             run.finish()
 
     def on_quitting(self, signal_name: str | None) -> None:

@@ -1,0 +1,168 @@
+"""The run as it stands, for the web UI's Connections tab, ``/metrics`` and the console line.
+
+:class:`LiveView` builds the report's own frames from the live state (the run record so far,
+the client's counts, Locust's stats, the sidecar's samples so far) and runs the report's own
+computation on them (:mod:`analysis.metrics`, :mod:`analysis.compare`), so every number shown
+while a test runs is the one the report will show. Once the test has ended, it reads the
+finished run folder, exactly as the report does. A snapshot is kept for :data:`MAX_AGE_S`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keepalive_lab.schema import SOCKETS_CSV, RunRecord, Status, TargetCounts
+
+log = logging.getLogger("keepalive_lab")
+MAX_AGE_S = 1.5  # the web UI polls every 2 s; /metrics and the console line may ask in between
+
+
+@dataclass
+class Snapshot:
+    """One moment of a run: its summary row (``summary.csv``'s columns), verdict, per-name rows, last sample."""
+
+    run_id: str = ""
+    status: str = ""
+    folder: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    verdict: str = ""
+    why: str = ""
+    by_name: list[dict[str, Any]] = field(default_factory=list)
+    last_sample: dict[str, Any] = field(default_factory=dict)
+    tcp_tw_reuse: int | None = None
+    taken: float = 0.0
+
+
+def _clean(value: Any) -> Any:
+    """A JSON-safe value: NaN becomes None, numpy numbers plain numbers."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+class LiveView:
+    """Snapshots of the session's current run, or of its last finished one."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self._snapshot = Snapshot()
+        self._source: Any = None
+
+    def snapshot(self, max_age_s: float = MAX_AGE_S) -> Snapshot:
+        run = self.session.run or self.session.last_run
+        if run is None:
+            return Snapshot()
+        now = time.monotonic()
+        if self._source is run and now - self._snapshot.taken < max_age_s:
+            return self._snapshot
+        try:
+            self._snapshot = self._take(run)
+        except Exception as e:  # a live view must never break the test it shows
+            log.warning("the live connection figures could not be computed: %s", e)
+            return self._snapshot
+        self._snapshot.taken, self._source = now, run
+        return self._snapshot
+
+    def _take(self, run: Any) -> Snapshot:
+        import pandas as pd
+
+        from analysis.compare import verdicts
+        from analysis.load import LoadError, framed, load_runs, run_row, samples_from_text
+        from analysis.metrics import summarize
+
+        folder: Path = run.folder
+        if run.record.status is not Status.RUNNING:  # finished: exactly what the report reads
+            loaded = load_runs([folder])
+            if loaded.skipped:
+                raise LoadError(str(loaded.skipped[0]))
+            runs, stats, samples, failures = loaded.runs, loaded.stats, loaded.samples, loaded.failures
+            record = run.record
+        else:
+            record = self._live_record(run)
+            env = self.session.environment
+            total = env.stats.total
+            stats = pd.DataFrame([{
+                "run_id": folder.name, "requests": total.num_requests, "failures": total.num_failures,
+                "rps": total.total_rps, "p50_ms": total.get_response_time_percentile(0.5),
+                "p95_ms": total.get_response_time_percentile(0.95), "p99_ms": total.get_response_time_percentile(0.99),
+            }])  # fmt: skip
+            target = self._live_target(run)
+            runs = pd.DataFrame([run_row(record, target, folder.name, str(folder))])
+            text = (folder / SOCKETS_CSV).read_text() if (folder / SOCKETS_CSV).exists() else ""
+            errors = [{"Method": e.method, "Name": e.name, "Error": str(e.error), "Occurrences": e.occurrences}
+                      for e in env.stats.errors.values()]  # fmt: skip
+            failures_frame = pd.DataFrame(errors, columns=["Method", "Name", "Error", "Occurrences"])
+            samples, failures = framed(folder.name, samples_from_text(text), failures_frame)
+        summary = summarize(runs, stats, samples, failures)
+        verdict = verdicts(summary, runs)
+        row = {k: _clean(v) for k, v in summary.iloc[0].to_dict().items()} if len(summary) else {}
+        last = {k: _clean(v) for k, v in samples.iloc[-1].to_dict().items()} if len(samples) else {}
+        return Snapshot(
+            run_id=folder.name,
+            status=str(record.status),
+            folder=str(folder),
+            summary=row,
+            verdict=str(verdict["verdict"].iloc[0]) if len(verdict) else "",
+            why=str(verdict["why"].iloc[0]) if len(verdict) else "",
+            by_name=self._by_name(record, row),
+            last_sample=last,
+            tcp_tw_reuse=record.kernel.tcp_tw_reuse,
+        )
+
+    def _live_record(self, run: Any) -> RunRecord:
+        record = copy.copy(run.record)
+        env = self.session.environment
+        record.client_connections = self.session.connection_totals()
+        record.requests, record.failures = env.stats.total.num_requests, env.stats.total.num_failures
+        record.last_request_ts = env.stats.total.last_request_timestamp
+        record.duration_s = round(time.monotonic() - run.started_mono, 3)
+        return record
+
+    def _live_target(self, run: Any) -> TargetCounts | None:
+        try:
+            counts = self.session.servers.target_counts()
+        except OSError:
+            return None
+        return counts.minus(run.target_baseline) if counts is not None else None
+
+    @staticmethod
+    def _by_name(record: RunRecord, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Connections tab's rows: one per request name, then the total (the summary's figures)."""
+        conns = record.client_connections
+        rows = []
+        for name, c in sorted((conns.by_name if conns else {}).items()):
+            requests = c.get("requests", 0)
+            opened = c.get("opened", 0)
+            rows.append(_table_row(name, requests, opened, c.get("closed_by_client", 0) + c.get("reset_by_client", 0),
+                                   c.get("closed_by_server", 0), c.get("discarded", 0),
+                                   c.get("connect_errors_by_errno", {})))  # fmt: skip
+        if conns is not None:
+            closed_by_client = (conns.closed_by_client or 0) + (conns.reset_by_client or 0)
+            rows.append(_table_row("Total", row.get("requests") or 0, row.get("connections_opened"), closed_by_client,
+                                   row.get("server_closes") or conns.closed_by_server or 0, conns.discarded,
+                                   conns.connect_errors_by_errno))  # fmt: skip
+        return rows
+
+
+def _table_row(name: str, requests: int, opened: Any, by_client: int, by_server: int, discarded: int,
+               errnos: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+    per_request = opened / requests if requests and opened is not None else None
+    return {
+        "name": name,
+        "requests": requests,
+        "connections": opened,
+        "per_request": None if per_request is None else round(per_request, 3),
+        "reuse_pct": None if per_request is None else round(max(0.0, 1 - per_request) * 100, 1),
+        "closed_by_client": by_client,
+        "closed_by_server": by_server,
+        "discarded": discarded,
+        "connect_errors": ", ".join(f"errno {code} x {n}" for code, n in sorted(errnos.items())) or "0",
+    }
