@@ -28,7 +28,15 @@ def main() -> int:
         print(f"  {cmd}\n      {what}")
     print("\nOptions added to locust (defaults: the scenario's user class attributes):")
     for opt in OPTIONS:
-        values = "|".join(opt.choices) if opt.choices else opt.attr.upper().removesuffix("_S")
+        values = (
+            "|".join(opt.choices)
+            if opt.choices
+            else "on|off"
+            if opt.boolean
+            else ""
+            if opt.switch
+            else opt.dest.upper()
+        )
         print(f"  {opt.flag} {values}   [class attribute {opt.attr}; env {opt.env_var}]")
         print(textwrap.fill(opt.help, width=96, initial_indent="      ", subsequent_indent="      "))
     return 0
