@@ -10,11 +10,12 @@ summary row (:mod:`analysis.metrics`); nothing is computed again here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from analysis.metrics import REUSE_MAX
+from analysis.metrics import REUSE_MAX, records
 
 PEER_CAUSES = {
     "http.server": "HTTP/1.0",
@@ -91,7 +92,7 @@ def stale_keepalive(run: dict[str, Any]) -> tuple[float, float] | None:
     return None
 
 
-def _projection(row: pd.Series) -> str:
+def _projection(row: Mapping[str, Any]) -> str:
     """What the client's churn does to its ports: one clause, or nothing when it is sustainable."""
     secs, pct, rng = row["seconds_to_exhaustion"], row["projected_port_use_pct"], row["port_range"]
     limit = row.get("tw_reuse_limit_per_s")
@@ -105,7 +106,7 @@ def _projection(row: pd.Series) -> str:
     return ""
 
 
-def verdict(row: pd.Series, run: dict[str, Any] | None = None) -> str:
+def verdict(row: Mapping[str, Any], run: dict[str, Any] | None = None) -> str:
     """One sentence with the run's numbers."""
     run = run or {}
     opened, requests = row["connections_opened"], row["requests"]
@@ -157,7 +158,7 @@ def verdict(row: pd.Series, run: dict[str, Any] | None = None) -> str:
     return prefix + text
 
 
-def why(run: dict[str, Any], row: pd.Series) -> str:
+def why(run: dict[str, Any], row: Mapping[str, Any]) -> str:
     """The cause, from the settings that acted and the counters; empty when connections are reused."""
     settings = run.get("settings") or {}
     closes = row.get("client_closes_per_request")
@@ -186,9 +187,9 @@ def why(run: dict[str, Any], row: pd.Series) -> str:
 
 def verdicts(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run: run_id, verdict, why, time_wait_side, churns."""
-    by_id = {r["run_id"]: r for r in runs.to_dict("records")}
+    by_id = {r["run_id"]: r for r in records(runs)}
     rows = []
-    for _, row in summary.iterrows():
+    for row in records(summary):
         run = by_id.get(row["run_id"], {})
         closes = row["client_closes_per_request"]
         rows.append({

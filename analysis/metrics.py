@@ -35,6 +35,7 @@ figures, never an error.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -62,43 +63,65 @@ def _num(value: Any) -> float:
     return out
 
 
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``frame.to_dict("records")``, Python scalars and all, without its per-cell cost (a live view
+    asks for a 1-row frame's records every 2 s)."""
+    columns = [frame[c].tolist() for c in frame.columns]
+    return [dict(zip(frame.columns, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
 def _div(a: float, b: float) -> float:
     return a / b if b and not math.isnan(b) and not math.isnan(a) else math.nan
 
 
+def connection_count(run: dict[str, Any], s: pd.DataFrame) -> tuple[float, str]:
+    """(``connections_opened``, ``connections_source``) of one run (``s``: its samples), by DESIGN's
+    precedence."""
+    target, client = _num(run.get("target_accepted")), _num(run.get("client_opened"))
+    if not math.isnan(target) and not ((_num(run.get("client_tls_errors")) or 0) > 0 and not math.isnan(client)):
+        return target, "target"
+    if not math.isnan(client):
+        return client, "client"
+    if bool(run.get("isolated")) and len(s):
+        opens = pd.to_numeric(s["active_opens"], errors="coerce")
+        if opens.notna().any():
+            return float(opens.max() - opens.min()), "kernel"
+    return math.nan, ""
+
+
 def connections(runs: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
-    """``connections_opened`` and ``connections_source`` per run, by DESIGN's precedence."""
-    kernel = pd.Series(np.nan, index=runs["run_id"])
-    if len(samples):
-        grouped = samples.groupby("run_id")["active_opens"]
-        kernel = (grouped.max() - grouped.min()).reindex(runs["run_id"])
-    out = pd.DataFrame({"run_id": runs["run_id"].to_numpy()})
-    target = pd.to_numeric(runs["target_accepted"], errors="coerce").to_numpy(dtype=float)
-    client = pd.to_numeric(runs["client_opened"], errors="coerce").to_numpy(dtype=float)
-    tls_failed = pd.to_numeric(runs["client_tls_errors"], errors="coerce").fillna(0).to_numpy() > 0
-    target = np.where(tls_failed & ~np.isnan(client), np.nan, target)
-    kern = np.where(runs["isolated"].to_numpy(dtype=bool), kernel.to_numpy(dtype=float), np.nan)
-    out["connections_opened"] = np.where(~np.isnan(target), target, np.where(~np.isnan(client), client, kern))
-    out["connections_source"] = np.where(
-        ~np.isnan(target), "target", np.where(~np.isnan(client), "client", np.where(~np.isnan(kern), "kernel", ""))
-    )
+    """``connections_opened`` and ``connections_source`` per run (:func:`connection_count`)."""
+    per_run = dict(tuple(samples.groupby("run_id"))) if len(samples) else {}
+    counted = [(run["run_id"], *connection_count(run, per_run.get(run["run_id"], samples.iloc[:0])))
+               for run in records(runs)]  # fmt: skip
+    return pd.DataFrame(counted, columns=["run_id", "connections_opened", "connections_source"])
+
+
+def failures_matching(failures: pd.DataFrame, pattern: str) -> dict[str, int]:
+    """Per run, the occurrences of failures whose error matches ``pattern`` (Locust's failures are
+    one row per distinct error: a few rows, so plain Python)."""
+    found = re.compile(pattern)
+    out: dict[str, int] = {}
+    if not len(failures):
+        return out
+    occurrences = pd.to_numeric(failures["occurrences"], errors="coerce").fillna(0).astype(int).tolist()
+    for run_id, error, n in zip(failures["run_id"].tolist(), failures["error"].astype(str).tolist(), occurrences,
+                                strict=True):  # fmt: skip
+        if found.search(error):
+            out[run_id] = out.get(run_id, 0) + n
     return out
 
 
-def failures_matching(failures: pd.DataFrame, pattern: str, column: str) -> pd.DataFrame:
-    """Per run, the occurrences of failures whose error matches ``pattern``."""
-    if not len(failures):
-        return pd.DataFrame(columns=["run_id", column])
-    hit = failures["error"].astype(str).str.contains(pattern, regex=True)
-    occ = pd.to_numeric(failures["occurrences"], errors="coerce").fillna(0).where(hit, 0)
-    return occ.groupby(failures["run_id"]).sum().rename(column).reset_index()
-
-
 def _at_or_after(s: pd.DataFrame, column: str, ts: float) -> float:
-    """``column`` at the first sample taken at or after ``ts`` (the last sample when none is)."""
-    later = s[s["ts"] >= ts]
-    row = later.iloc[0] if len(later) else s.iloc[-1]
-    return _num(row[column])
+    """``column`` at the first sample taken at or after ``ts`` (the last sample when none is); ``s`` is
+    sorted by time."""
+    i = int(np.searchsorted(s["ts"].to_numpy(dtype=float), ts, side="left"))
+    return _num(s[column].iloc[min(i, len(s) - 1)])
+
+
+def _peak(s: pd.DataFrame, column: str) -> float:
+    values = pd.to_numeric(s[column], errors="coerce").to_numpy(dtype=float)
+    return math.nan if np.isnan(values).all() else float(np.nanmax(values))
 
 
 def sample_figures(run: dict[str, Any], s: pd.DataFrame) -> dict[str, float]:
@@ -110,12 +133,12 @@ def sample_figures(run: dict[str, Any], s: pd.DataFrame) -> dict[str, float]:
     )  # fmt: skip
     if not len(s):
         return out
-    out["peak_client_time_wait"] = _num(s["client_time_wait"].max())
-    out["peak_server_time_wait"] = _num(s["server_time_wait"].max())
-    out["peak_ports_in_use"] = _num(s["ports_in_use"].max())
+    out["peak_client_time_wait"] = _peak(s, "client_time_wait")
+    out["peak_server_time_wait"] = _peak(s, "server_time_wait")
+    out["peak_ports_in_use"] = _peak(s, "ports_in_use")
     out["preexisting_client_time_wait"] = _num(s["preexisting_client_time_wait"].iloc[0])
-    out["peak_host_ports_in_use"] = _num(s["host_ports_in_use"].max())
-    out["sampled_port_range"] = _num(s["port_range"].max())
+    out["peak_host_ports_in_use"] = _peak(s, "host_ports_in_use")
+    out["sampled_port_range"] = _peak(s, "port_range")
     start, end = load_window(run, s)
     if not math.isnan(end):
         for column, key in (("client_time_wait_churned", "kernel_churned"),
@@ -200,25 +223,38 @@ def exhaustion(run: dict[str, Any]) -> dict[str, float]:
 
 
 def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
-    """The summary frame: one row per run, :data:`SUMMARY_COLUMNS`."""
+    """The summary frame: one row per run that has stats, :data:`SUMMARY_COLUMNS`."""
     if runs.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
-    df = runs[["run_id", "scenario", "status", "duration_s", "start"]].merge(stats, on="run_id")
-    df = df.merge(connections(runs, samples), on="run_id")
-    for pattern, column in ((ERRNO_99_PATTERN, "addr_not_available_errors"), (STALE_PATTERN, "connection_errors")):
-        df = df.merge(failures_matching(failures, pattern, column), on="run_id", how="left")
-        df[column] = pd.to_numeric(df[column], errors="coerce").fillna(0).astype(int)
-    by_id = {r["run_id"]: r for r in runs.to_dict("records")}
-    stats_by_id = {r["run_id"]: r for r in stats.to_dict("records")}
+    # Built a run at a time from plain dicts: a row per run, whether 1 (the web UI's live view,
+    # every 2 s) or hundreds (a report), without a pandas merge per column group.
+    matched = {column: failures_matching(failures, pattern)
+               for pattern, column in ((ERRNO_99_PATTERN, "addr_not_available_errors"),
+                                       (STALE_PATTERN, "connection_errors"))}  # fmt: skip
+    stats_by_id = {r["run_id"]: r for r in records(stats)}
     per_run = dict(tuple(samples.groupby("run_id"))) if len(samples) else {}
     rows = []
-    for run_id in df["run_id"]:
-        run = by_id[run_id]
-        s = per_run.get(run_id, pd.DataFrame(columns=samples.columns)).sort_values("ts")
-        rows.append({"run_id": run_id, **run_figures(run, stats_by_id[run_id], s), **exhaustion(run),
-                     "tls_errors": _num(run.get("client_tls_errors"))})  # fmt: skip
-    df = df.merge(pd.DataFrame(rows), on="run_id")
-    df["connections_per_request"] = (df["connections_opened"] / df["requests"].astype(float)).where(df["requests"] > 0)
-    observed = df["observed_seconds_to_exhaustion"]
-    df["projection_error_pct"] = ((df["seconds_to_exhaustion"] - observed).abs() / observed * 100).where(observed > 0)
-    return df[list(SUMMARY_COLUMNS)].sort_values("start", kind="stable").reset_index(drop=True)
+    for run in records(runs):
+        run_id = run["run_id"]
+        if run_id not in stats_by_id:
+            continue
+        s = per_run[run_id] if run_id in per_run else samples.iloc[:0]
+        if not s["ts"].is_monotonic_increasing:
+            s = s.sort_values("ts", kind="stable")
+        row = {key: run[key] for key in ("run_id", "scenario", "status", "duration_s", "start")}
+        row.update(stats_by_id[run_id])
+        row["connections_opened"], row["connections_source"] = connection_count(run, s)
+        for column, counts in matched.items():
+            row[column] = counts.get(run_id, 0)
+        row.update(run_figures(run, stats_by_id[run_id], s), **exhaustion(run))
+        row["tls_errors"] = _num(run.get("client_tls_errors"))
+        requests, observed = _num(row["requests"]), row["observed_seconds_to_exhaustion"]
+        row["connections_per_request"] = row["connections_opened"] / requests if requests > 0 else math.nan
+        row["projection_error_pct"] = (
+            abs(row["seconds_to_exhaustion"] - observed) / observed * 100 if observed > 0 else math.nan
+        )
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    df = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    return df.sort_values("start", kind="stable").reset_index(drop=True) if len(df) > 1 else df
