@@ -20,7 +20,7 @@ from typing import Any
 from keepalive_lab.schema import SOCKETS_CSV, RunRecord, Status, TargetCounts
 
 log = logging.getLogger("keepalive_lab")
-MAX_AGE_S = 1.5  # the web UI polls every 2 s; /metrics and the console line may ask in between
+MAX_AGE_S = 1.9  # the web UI polls every 2 s, the Connections panel too: one computation serves both
 
 
 @dataclass
@@ -55,13 +55,31 @@ class LiveView:
         self.session = session
         self._snapshot = Snapshot()
         self._source: Any = None
+        self._tail = SamplesTail()
+
+    @staticmethod
+    def warm() -> None:
+        """Import the report's computation now, before a test, rather than in its first seconds."""
+        import analysis.compare
+        import analysis.load
+        import analysis.metrics  # noqa: F401
+
+    def samples(self) -> Any:
+        """The current (or last) run's sockets.csv rows so far, as the report reads them."""
+        run = self.session.run or self.session.last_run
+        return None if run is None else self._tail.read(run.folder / SOCKETS_CSV)
 
     def snapshot(self, max_age_s: float = MAX_AGE_S) -> Snapshot:
         run = self.session.run or self.session.last_run
         if run is None:
             return Snapshot()
         now = time.monotonic()
-        if self._source is run and now - self._snapshot.taken < max_age_s:
+        status = str(run.record.status)
+        if (
+            self._source is run
+            and self._snapshot.status == status
+            and (status != Status.RUNNING or now - self._snapshot.taken < max_age_s)
+        ):  # a finished run's figures do not change; a run that just finished gets them at once
             return self._snapshot
         try:
             self._snapshot = self._take(run)
@@ -75,7 +93,7 @@ class LiveView:
         import pandas as pd
 
         from analysis.compare import verdicts
-        from analysis.load import LoadError, framed, load_runs, run_row, samples_from_text
+        from analysis.load import LoadError, framed, load_runs, run_row
         from analysis.metrics import summarize
 
         folder: Path = run.folder
@@ -96,11 +114,11 @@ class LiveView:
             }])  # fmt: skip
             target = self._live_target(run)
             runs = pd.DataFrame([run_row(record, target, folder.name, str(folder))])
-            text = (folder / SOCKETS_CSV).read_text() if (folder / SOCKETS_CSV).exists() else ""
+            samples = self._tail.read(folder / SOCKETS_CSV)
             errors = [{"Method": e.method, "Name": e.name, "Error": str(e.error), "Occurrences": e.occurrences}
                       for e in env.stats.errors.values()]  # fmt: skip
             failures_frame = pd.DataFrame(errors, columns=["Method", "Name", "Error", "Occurrences"])
-            samples, failures = framed(folder.name, samples_from_text(text), failures_frame)
+            samples, failures = framed(folder.name, samples, failures_frame)
         summary = summarize(runs, stats, samples, failures)
         verdict = verdicts(summary, runs)
         row = {k: _clean(v) for k, v in summary.iloc[0].to_dict().items()} if len(summary) else {}
@@ -166,3 +184,39 @@ def _table_row(name: str, requests: int, opened: Any, by_client: int, by_server:
         "discarded": discarded,
         "connect_errors": ", ".join(f"errno {code} x {n}" for code, n in sorted(errnos.items())) or "0",
     }
+
+
+class SamplesTail:
+    """sockets.csv as it grows: each read parses only the rows added since the last one."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.offset = 0
+        self.header = ""
+        self.frame: Any = None
+
+    def read(self, path: Path) -> Any:
+        import pandas as pd
+
+        from analysis.load import samples_from_text
+
+        if path != self.path:
+            self.path, self.offset, self.header, self.frame = path, 0, "", samples_from_text("")
+        try:
+            with open(path, "rb") as f:
+                f.seek(self.offset)
+                added = f.read()
+        except OSError:
+            return self.frame
+        complete = added[: added.rfind(b"\n") + 1]  # a row being written waits for the next read
+        if not complete:
+            return self.frame
+        self.offset += len(complete)
+        whole = complete.decode()
+        if not self.header:
+            self.header, _, whole = whole.partition("\n")
+            self.header += "\n"
+        if whole:
+            rows = samples_from_text(self.header + whole)
+            self.frame = rows if self.frame.empty else pd.concat([self.frame, rows], ignore_index=True)
+        return self.frame

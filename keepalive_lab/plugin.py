@@ -93,6 +93,7 @@ def on_init(environment: Any, base: type, runner: Any = None, web_ui: Any = None
     if not session.writes_runs:
         return
     registry = metrics.registry_for(session)
+    session.live.warm()  # the live figures and the run's end use the report's computation
     if web_ui is not None:
         webui.install(web_ui, session, lambda: environment.host, session.prepare_server,
                       lambda: metrics.exposition(registry))  # fmt: skip

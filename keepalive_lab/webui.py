@@ -28,9 +28,7 @@ the start form
 
 from __future__ import annotations
 
-import csv
 import importlib.resources
-import io
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -141,8 +139,7 @@ def install(
     @pages.route(f"{PREFIX}/samples.json")
     @guard
     def samples_json() -> Any:
-        folder = _folder(session)
-        return jsonify(_series(folder / SOCKETS_CSV) if folder is not None else {})
+        return jsonify(_series(session.live.samples()))
 
     @pages.route(f"{PREFIX}/download/<name>")
     @guard
@@ -181,24 +178,23 @@ def _plotly_js() -> str:
     return _PLOTLY[0]
 
 
-def _series(path: Path) -> dict[str, Any]:
-    """The chart page's series from sockets.csv so far: seconds since the first sample, by column."""
-    try:
-        text = path.read_text()
-    except OSError:
+def _series(samples: Any) -> dict[str, Any]:
+    """The chart page's series from sockets.csv so far: seconds since the first sample, by column,
+    at most :data:`MAX_CHART_POINTS` evenly spaced rows and the last."""
+    if samples is None or not len(samples):
         return {}
-    rows = list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))
-    if not rows:
-        return {}
-    step = max(1, len(rows) // MAX_CHART_POINTS)
-    kept = rows[::step] if rows[-1] is rows[::step][-1] else [*rows[::step], rows[-1]]
-    t0 = float(rows[0]["ts"])
+    n = len(samples)
+    rows = list(range(0, n, max(1, n // MAX_CHART_POINTS)))
+    if rows[-1] != n - 1:
+        rows.append(n - 1)
+    kept = samples.iloc[rows]
+    t0 = float(samples["ts"].iloc[0])
 
     def column(name: str) -> list[float | None]:
-        return [float(r[name]) if r.get(name) not in (None, "") else None for r in kept]
+        return [None if v != v else float(v) for v in kept[name].astype(float).tolist()]  # NaN: none
 
     return {
-        "t": [round(float(r["ts"]) - t0, 3) for r in kept],
+        "t": [round(float(ts) - t0, 3) for ts in kept["ts"].tolist()],
         **{name: column(name) for name in ("client_time_wait", "server_time_wait", "ports_in_use",
                                            "host_ports_in_use", "client_established", "port_range")},
     }  # fmt: skip

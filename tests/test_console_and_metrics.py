@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
+from pathlib import Path
 
 from conftest import locust_command, only_run_folder, wait_for
 
 from keepalive_lab.peers import free_port
+
+DATA = Path(__file__).parent / "data" / "runs"
 
 
 def test_a_connections_line_every_console_interval_and_none_with_only_summary(run_locust):
@@ -53,3 +56,27 @@ def test_metrics_port_serves_the_run_in_headless_mode(tmp_path):
     assert opened == requests or opened == requests + 1  # drain close: one connection per request
     assert values[("keepalive_port_range", "")][0] == run["kernel"]["port_range"]
     assert values[("keepalive_tcp_active_opens_total", "")][0] > 0
+
+
+def test_the_live_view_reads_sockets_csv_as_it_grows_and_ends_with_the_whole_file(tmp_path):
+    import pandas as pd
+
+    from analysis.load import samples_from_text
+    from keepalive_lab.live import SamplesTail
+
+    text = (DATA / "20261123T145958Z-conc-pool-2" / "sockets.csv").read_text()
+    lines = text.splitlines(keepends=True)
+    assert len(lines) >= 4
+    path, tail = tmp_path / "sockets.csv", SamplesTail()
+    path.write_text("")
+    assert len(tail.read(path)) == 0
+    path.write_text(lines[0] + lines[1])
+    assert len(tail.read(path)) == 1
+    half = len(lines[2]) // 2
+    with open(path, "a") as f:  # a row the sidecar is writing: not read until it is whole
+        f.write(lines[2][:half])
+    assert len(tail.read(path)) == 1
+    with open(path, "a") as f:
+        f.write(lines[2][half:] + "".join(lines[3:]))
+    pd.testing.assert_frame_equal(tail.read(path), samples_from_text(text))
+    assert len(tail.read(path)) == len(lines) - 1

@@ -4,6 +4,7 @@ ends with. Screenshots are kept in reports/test-artifacts/."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import signal
@@ -63,16 +64,18 @@ class WebUI:
 def web_ui(tmp_path):
     port = free_port()
     run_dir = tmp_path / "runs"
+    log = open(tmp_path / "locust.log", "wb")  # noqa: SIM115 - Locust's output, kept for a failing test
     proc = subprocess.Popen(
         locust_command("concurrent.py", "--web-host", "127.0.0.1", "--web-port", str(port), "--run-dir",
                        str(run_dir)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: _reachable(url), "the web UI")
     yield WebUI(url, run_dir)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
+    log.close()
 
 
 def _reachable(url: str) -> bool:
@@ -149,7 +152,14 @@ def test_the_form_starts_a_test_and_the_connections_tab_shows_what_the_run_folde
 
 def test_the_chart_page_renders_with_no_console_errors(web_ui, page):
     start_from_the_form(page, web_ui.url, requests_per_user="10", think_time="0.05")
-    web_ui.finished(1)
+    folder = web_ui.finished(1)[0]
+    with open(folder / "sockets.csv") as f:
+        rows = list(csv.DictReader(f))
+    series = json.loads(urllib.request.urlopen(f"{web_ui.url}/keepalive-lab/samples.json", timeout=10).read())
+    assert len(series["t"]) == len(rows) >= 2  # every sample of a short run, in the file's order
+    assert series["t"][0] == 0 and series["t"][-1] == round(float(rows[-1]["ts"]) - float(rows[0]["ts"]), 3)
+    assert series["client_time_wait"] == [float(r["client_time_wait"]) for r in rows]
+    assert series["ports_in_use"] == [float(r["ports_in_use"]) for r in rows]
     page.goto(f"{web_ui.url}/?tab=connections")
     link = page.locator("#keepalive-lab-charts-link")
     link.wait_for()
