@@ -154,7 +154,12 @@ def test_gunicorn_sync_worker_closes_every_connection(run_locust, gunicorn_url):
     assert conns["opened"] == 100 and conns["discarded"] == 0
     assert conns["closed_by_server"] == 100
     row = summary_row(r.folder)
-    assert num(row, "peak_client_time_wait") == 0 and num(row, "projected_port_use_pct") == 0
+    # The server closes right after its response while the client, told "Connection: close", closes
+    # too: the kernel's ordering decides who sent the first FIN. Most connections leave TIME_WAIT on
+    # the server; one that the client closed first, or both at once, leaves one on the client.
+    assert num(row, "peak_server_time_wait") >= 90
+    assert num(row, "peak_client_time_wait") <= 10 and num(row, "projected_port_use_pct") < 10
+    assert row["verdict_line"].startswith("20") and "the server closes every connection" in row["verdict_line"]
 
 
 def test_fasthttp_over_https_counts_every_connection(run_locust):
