@@ -12,6 +12,7 @@ BENCHMARKS = {
     "sidecar": "benchmarks.sidecar_cost",
     "report": "benchmarks.report_build",
     "churn": "benchmarks.churn_rate",
+    "webui": "benchmarks.web_ui_cost",
 }
 
 
