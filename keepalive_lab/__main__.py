@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from keepalive_lab.options import OPTIONS
+from keepalive_lab.options import OPTIONS, SERVER_OPTIONS, default_for
 
 COMMANDS = (
     ("locust -f locustfiles/<scenario>.py [options]", "run a scenario (web UI, or --headless)"),
@@ -26,19 +26,16 @@ def main() -> int:
     print("Commands:")
     for cmd, what in COMMANDS:
         print(f"  {cmd}\n      {what}")
-    print("\nOptions added to locust (defaults: the scenario's user class attributes):")
+    print("\nOptions added to locust (defaults: the scenario's user class attributes, else these):")
     for opt in OPTIONS:
-        values = (
-            "|".join(opt.choices)
-            if opt.choices
-            else "on|off"
-            if opt.boolean
-            else ""
-            if opt.switch
-            else opt.dest.upper()
-        )
-        print(f"  {opt.flag} {values}   [class attribute {opt.attr}; env {opt.env_var}]")
-        print(textwrap.fill(opt.help, width=96, initial_indent="      ", subsequent_indent="      "))
+        default = default_for(opt, None)
+        print(f"  {opt.flag} {opt.value_name}   [class attribute {opt.attr}; env {opt.env_var}]")
+        text = opt.help + (f"; default {default}" if default is not None and not opt.switch else "")
+        print(textwrap.fill(text, width=96, initial_indent="      ", subsequent_indent="      "))
+    print("\nWhere the suite serves Prometheus metrics:")
+    for flag, metavar, _, _, help_text in SERVER_OPTIONS:
+        print(f"  {flag} {metavar}\n" + textwrap.fill(help_text, width=96, initial_indent="      ",
+                                                     subsequent_indent="      "))  # fmt: skip
     return 0
 
 

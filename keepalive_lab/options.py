@@ -66,6 +66,10 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _show_seconds(value: Any) -> str:
+    return f"{float(value):g}"
+
+
 def _show_on_off(value: Any) -> str:
     return "on" if value else "off"
 
@@ -124,6 +128,16 @@ class Option:
     show: Callable[[Any], str] = str
     boolean: bool = False  # on or off: a checkbox in the web UI
     switch: bool = False  # a flag without a value (store_true)
+    metavar: str = ""  # the value's name in --help: N, SECONDS, ...
+
+    @property
+    def value_name(self) -> str:
+        """What follows the flag in help: its choices, on|off, or its metavar (nothing for a switch)."""
+        if self.switch:
+            return ""
+        if self.boolean:
+            return "on|off"
+        return "|".join(self.choices) if self.choices else self.metavar or self.dest.upper()
 
     @property
     def env_var(self) -> str:
@@ -172,6 +186,7 @@ OPTIONS: tuple[Option, ...] = (
         "connections the pool keeps",
         "connections the pool keeps (requests: pool_maxsize, Go's MaxIdleConnsPerHost; fasthttp: concurrency)",
         parse=_whole(1),
+        metavar="N",
     ),
     Option(
         "--pool-scope",
@@ -201,6 +216,8 @@ OPTIONS: tuple[Option, ...] = (
         "seconds a request waits for a free connection of a full blocking pool before it fails; a run whose "
         "users wait that long ends failed",
         parse=_positive_seconds,
+        metavar="SECONDS",
+        show=_show_seconds,
     ),
     Option(
         "--drain",
@@ -229,6 +246,8 @@ OPTIONS: tuple[Option, ...] = (
         "s between a user's requests",
         "seconds each user waits between requests",
         parse=_seconds,
+        metavar="SECONDS",
+        show=_show_seconds,
     ),
     Option(
         "--requests-per-user",
@@ -237,6 +256,7 @@ OPTIONS: tuple[Option, ...] = (
         "then the user stops; 0: no limit",
         "requests each user makes, then stops; the run ends when every user is done (0: no limit)",
         parse=_whole(0),
+        metavar="N",
     ),
     Option(
         "--peer",
@@ -256,6 +276,7 @@ OPTIONS: tuple[Option, ...] = (
         "embedded target: keepalive, close, http10, close-after:N, idle-timeout:S",
         f"embedded target only: {MODE_HELP}",
         parse=_target_mode,
+        metavar="MODE",
     ),
     Option(
         "--target-tls",
@@ -275,6 +296,7 @@ OPTIONS: tuple[Option, ...] = (
         "ms before each response (embedded target)",
         "embedded target only: wait before each response, ms",
         parse=_whole(0),
+        metavar="MS",
     ),
     Option(
         "--target-body-bytes",
@@ -283,6 +305,7 @@ OPTIONS: tuple[Option, ...] = (
         "response body size (embedded target)",
         "embedded target only: response body size",
         parse=_whole(0),
+        metavar="BYTES",
     ),
     Option(
         "--sample-interval",
@@ -291,6 +314,8 @@ OPTIONS: tuple[Option, ...] = (
         "s between two samples of the sockets",
         "seconds between two samples of the socket sidecar",
         parse=_positive_seconds,
+        metavar="SECONDS",
+        show=_show_seconds,
     ),
     Option(
         "--no-sidecar",
@@ -307,6 +332,7 @@ OPTIONS: tuple[Option, ...] = (
         "the run's name in its folder, report and gate",
         "name of the run in its folder name, the report and the gate rules",
         parse=_name,
+        metavar="NAME",
     ),
     Option(
         "--run-dir",
@@ -315,8 +341,24 @@ OPTIONS: tuple[Option, ...] = (
         "where run folders go",
         "folder that receives one run folder per test",
         parse=_path,
+        metavar="DIR",
     ),
 )
+
+
+def _port_number(text: str) -> int:
+    if not str(text).isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; use 1-65535 (0: no metrics server)")
+    return int(text)
+
+
+# Not scenario settings, and not in the web UI's form: where the suite serves /metrics.
+# (flag, metavar, parse, default, help)
+SERVER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
+    ("--metrics-port", "PORT", _port_number, 0,
+     "serve Prometheus /metrics on this port in headless runs (the web UI serves it too); default 0: none"),
+    ("--metrics-host", "ADDRESS", str, "127.0.0.1", "the address --metrics-port listens on; default 127.0.0.1"),
+)  # fmt: skip
 OPTIONS_BY_DEST: dict[str, Option] = {o.dest: o for o in OPTIONS}
 OPTIONS_BY_ATTR: dict[str, Option] = {o.attr: o for o in OPTIONS}
 OPTIONS_BY_FLAG: dict[str, Option] = {o.flag.lstrip("-"): o for o in OPTIONS}
@@ -384,33 +426,16 @@ def add_arguments(parser: Any, shown: type | None) -> None:
             choices=opt.choices,
             default=value if opt.boolean else default,
             env_var=opt.env_var,
-            metavar="on|off" if opt.boolean else None if opt.choices else opt.dest.upper(),
+            metavar=None if opt.choices else opt.value_name,
             help=help_text,
             include_in_web_ui=True,
         )
-    parser.add_argument(
-        "--metrics-port",
-        type=_port_number,
-        default=0,
-        env_var="LOCUST_METRICS_PORT",
-        help="serve Prometheus /metrics on this port in headless runs (the web UI serves it too)",
-        include_in_web_ui=False,
-    )
-    parser.add_argument(
-        "--metrics-host",
-        default="127.0.0.1",
-        env_var="LOCUST_METRICS_HOST",
-        help="the address --metrics-port listens on (default 127.0.0.1)",
-        include_in_web_ui=False,
-    )
+    for flag, metavar, parse, default, help_text in SERVER_OPTIONS:
+        parser.add_argument(flag, metavar=metavar, type=parse, default=default,
+                            env_var="LOCUST_" + flag.lstrip("-").replace("-", "_").upper(), help=help_text,
+                            include_in_web_ui=False)  # fmt: skip
     # argparse prints its usage block before an error; the suite's contract is one line.
     parser.error = functools.partial(_exit_before_load, parser.prog)
-
-
-def _port_number(text: str) -> int:
-    if not str(text).isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; use 1-65535 (0: no metrics server)")
-    return int(text)
 
 
 def resolve(user_class: type, options: Any | None, scenario_default: str = "") -> ScenarioConfig:

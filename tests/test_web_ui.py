@@ -60,7 +60,7 @@ def test_options_show_with_class_defaults_in_their_order(web_ui):
     assert list(extra) == [o.dest for o in OPTIONS]  # the suite's order, not sorted
     assert extra["drain"]["choices"] == ["full", "close", "none"]
     assert extra["keep_alive"]["default_value"] is True  # a checkbox
-    assert extra["think_time"]["help_text"] == "s between a user's requests; default 1.0"  # sequential.py's
+    assert extra["think_time"]["help_text"] == "s between a user's requests; default 1"  # sequential.py's
     assert all("LOCUST_" not in o["help_text"] for o in extra.values())
 
 
