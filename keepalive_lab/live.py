@@ -172,6 +172,8 @@ class LiveView:
 
 def _table_row(name: str, requests: int, opened: Any, by_client: int, by_server: int, discarded: int,
                errnos: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+    if isinstance(opened, float) and opened.is_integer():
+        opened = int(opened)  # a count, though the summary holds it as a float
     per_request = opened / requests if requests and opened is not None else None
     return {
         "name": name,
