@@ -85,6 +85,8 @@ class _CountingTcp(ConnectionPool):
 
     def get_socket(self) -> Any:
         # geventhttpclient 2.6.1 private: ConnectionPool._semaphore, acquired without a bound.
+        if not self._semaphore.locked():  # a free slot: get_socket() takes it without waiting
+            return super().get_socket()
         # Take a slot with a bound and hand it back: get_socket() then takes it without waiting
         # (greenlets do not switch in between).
         wait = PoolWait(self.counts, self.size, self.wait_s, self.released_at)
