@@ -21,7 +21,15 @@ from analysis.compare import verdicts
 from analysis.load import Loaded, find_run_dirs, load_runs
 from analysis.metrics import summarize
 from analysis.render import PLOTLY_JS, render_html
-from keepalive_lab.schema import REPORT_DIR, RUN_DIR, SUMMARY_CSV, Status, write_atomic
+from keepalive_lab.schema import (
+    REPORT_DIR,
+    RUN_DIR,
+    SUMMARY_BY_NAME_CSV,
+    SUMMARY_CSV,
+    Status,
+    by_name_csv,
+    write_atomic,
+)
 
 DEFAULT_RUNS = Path(RUN_DIR)
 DEFAULT_OUT = Path(REPORT_DIR)
@@ -75,6 +83,8 @@ def report(run_dirs: list[Path], out_dir: Path) -> int:
     page = render_html(summary, verdict, loaded.runs, loaded.samples, loaded.skipped, str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / SUMMARY_CSV, summary.to_csv(index=False))
+    by_name = [{"run_id": r["run_id"], **row} for r in loaded.runs.to_dict("records") for row in r["by_name"] or []]
+    write_atomic(out_dir / SUMMARY_BY_NAME_CSV, by_name_csv(by_name, leading=("run_id",)))
     js = out_dir / PLOTLY_JS
     if not js.exists():
         from plotly.offline import get_plotlyjs

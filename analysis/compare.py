@@ -158,6 +158,19 @@ def verdict(row: Mapping[str, Any], run: dict[str, Any] | None = None) -> str:
     return prefix + text
 
 
+def connection_cost(row: Mapping[str, Any]) -> str:
+    """What a new connection cost and what reuse saved, in ms and s; empty when no connect was timed."""
+    connect, tls, saved = row.get("connect_ms_mean"), row.get("tls_ms_mean"), row.get("reuse_saved_s")
+    if connect is None or pd.isna(connect):
+        return ""
+    text = f"each new connection cost {connect:.2f} ms to connect"
+    if tls is not None and not pd.isna(tls):
+        text += f" plus {tls:.2f} ms of TLS"
+    if saved is not None and not pd.isna(saved):
+        text += f"; reuse saved {saved:.2f} s over the run"
+    return text
+
+
 def why(run: dict[str, Any], row: Mapping[str, Any]) -> str:
     """The cause, from the settings that acted and the counters; empty when connections are reused."""
     settings = run.get("settings") or {}
@@ -198,5 +211,6 @@ def verdicts(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
             "why": why(run, row),
             "time_wait_side": time_wait_side(row["peak_client_time_wait"], row["peak_server_time_wait"]),
             "churns": bool(not pd.isna(closes) and closes > REUSE_MAX),
+            "cost": connection_cost(row),
         })  # fmt: skip
-    return pd.DataFrame(rows, columns=["run_id", "verdict", "why", "time_wait_side", "churns"])
+    return pd.DataFrame(rows, columns=["run_id", "verdict", "why", "time_wait_side", "churns", "cost"])

@@ -39,6 +39,7 @@ from keepalive_lab.schema import (
     SchemaError,
     Status,
     TargetCounts,
+    by_name_rows,
 )
 
 RUN_COLUMNS = (
@@ -81,6 +82,10 @@ RUN_COLUMNS = (
     "target_closed_by_server",
     "target_closed_by_reset",
     "sidecar_status",
+    "client_connect_ms",
+    "client_tls_ms",
+    "client_new_connection_requests",
+    "by_name",
 )
 
 
@@ -243,6 +248,14 @@ def run_row(run: RunRecord, target: TargetCounts | None, run_id: str, path: str)
         "target_closed_by_server": closed_by.get("server"),
         "target_closed_by_reset": closed_by.get("client_reset"),
         "sidecar_status": run.sidecar.status,
+        "client_connect_ms": conns.connect_ms if conns else None,
+        "client_tls_ms": conns.tls_ms if conns else None,
+        "client_new_connection_requests": (
+            sum(int(c.get("new_connection_requests", 0)) for c in conns.by_name.values())
+            if conns and conns.by_name
+            else None
+        ),
+        "by_name": by_name_rows(conns),
     }
 
 

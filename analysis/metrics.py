@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keepalive_lab.schema import SUMMARY_COLUMNS
+from keepalive_lab.schema import SUMMARY_COLUMNS, histogram_mean_ms
 
 TIME_WAIT_S = 60
 REUSE_MAX = 0.1  # client closes per request at or below which a run reuses its connections
@@ -212,6 +212,26 @@ def run_figures(run: dict[str, Any], stats: dict[str, Any], s: pd.DataFrame) -> 
     }
 
 
+def connection_cost(run: dict[str, Any], requests: float) -> dict[str, float]:
+    """What a new connection cost (mean TCP connect and TLS handshake, ms), and what reuse saved.
+
+    ``reuse_saved_s``: the requests that reused a connection (those during which none was
+    opened), times the mean cost of a new one: the time those requests would have spent
+    connecting.
+    """
+    means = [
+        histogram_mean_ms(h) if isinstance(h, dict) else None
+        for h in (run.get("client_connect_ms"), run.get("client_tls_ms"))
+    ]
+    connect_ms, tls_ms = (math.nan if m is None else m for m in means)
+    new_requests = _num(run.get("client_new_connection_requests"))
+    if math.isnan(new_requests):
+        new_requests = _num(run.get("client_opened"))
+    reused = max(0.0, requests - new_requests) if not math.isnan(new_requests) and requests > 0 else math.nan
+    cost_ms = connect_ms + (0.0 if math.isnan(tls_ms) else tls_ms)
+    return {"connect_ms_mean": connect_ms, "tls_ms_mean": tls_ms, "reuse_saved_s": reused * cost_ms / 1000}
+
+
 def exhaustion(run: dict[str, Any]) -> dict[str, float]:
     """For a run that hit errno 99: when, and after how many connections."""
     t0, t99 = _num(run.get("first_connect_ts")), _num(run.get("first_addr_not_available_ts"))
@@ -249,6 +269,7 @@ def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, fa
         row.update(run_figures(run, stats_by_id[run_id], s), **exhaustion(run))
         row["tls_errors"] = _num(run.get("client_tls_errors"))
         requests, observed = _num(row["requests"]), row["observed_seconds_to_exhaustion"]
+        row.update(connection_cost(run, requests))
         row["connections_per_request"] = row["connections_opened"] / requests if requests > 0 else math.nan
         row["projection_error_pct"] = (
             abs(row["seconds_to_exhaustion"] - observed) / observed * 100 if observed > 0 else math.nan

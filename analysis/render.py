@@ -234,6 +234,30 @@ def settings_table(run: dict[str, Any]) -> str:
     return f'<table class="settings">{rows}</table>'
 
 
+BY_NAME_SHOWN = (
+    ("name", "request name"), ("requests", "requests"), ("connections_opened", "connections"),
+    ("reuse_pct", "reuse %"), ("closed_by_client", "closed by client"), ("closed_by_server", "closed by server"),
+    ("discarded", "discarded"), ("connect_errors", "connect errors"), ("connect_ms_mean", "connect ms"),
+    ("tls_ms_mean", "TLS ms"),
+)  # fmt: skip
+
+
+def by_name_table(rows: list[dict[str, Any]]) -> str:
+    """The run's connections per request name (its connections.csv): which endpoint churns."""
+    if not rows:
+        return ""
+    head = "".join(f"<th{' class=l' if k == 'name' else ''}>{esc(t)}</th>" for k, t in BY_NAME_SHOWN)
+    body = "".join(
+        "<tr>" + "".join(
+            f"<td class='l'>{esc(r[k])}</td>" if k == "name" else f"<td>{fmt(r[k], 1 if k == 'reuse_pct' else 2)}</td>"
+            if k in ("reuse_pct", "connect_ms_mean", "tls_ms_mean") else f"<td>{fmt(r[k])}</td>"
+            for k, _ in BY_NAME_SHOWN
+        ) + "</tr>"
+        for r in rows
+    )  # fmt: skip
+    return f"<table class='by-name'><tr>{head}</tr>{body}</table>"
+
+
 def run_section(
     run: dict[str, Any], row: pd.Series, verdict: pd.Series, samples: pd.DataFrame, out_dir: str, index: int
 ) -> str:
@@ -244,6 +268,8 @@ def run_section(
         f'<section id="run-{esc(run_id)}"><h3>{esc(run_id)}</h3>'
         f'<p><span class="verdict">{esc(verdict["verdict"])}</span><br>'
         f'<span class="why">{esc(verdict["why"])}</span></p>'
+        + (f'<p class="cost">{esc(verdict["cost"])}</p>' if verdict.get("cost") else "")
+        + f"{by_name_table(run.get('by_name') or [])}"
         f"<p>Status: {esc(run['status'])}{reason}. "
         f'<a href="{esc(link)}">Locust report</a> · run folder <code>{esc(run["path"])}</code></p>'
         f"{timeline_chart(samples, row['port_range'], f'chart-run-{index}', run.get('first_addr_not_available_ts'))}"

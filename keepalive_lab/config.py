@@ -141,12 +141,27 @@ class ScenarioConfig:
     run_dir: str = RUN_DIR
     start_together: bool = False
     default_users: int | None = None
+    own_client: bool = False  # a locustfile's own HttpUser or FastHttpUser, measured as written
+    client_settings: tuple[tuple[str, Any], ...] = ()  # own_client: the class's client settings
 
     def settings(self) -> dict[str, Any]:
-        """The effective settings as plain JSON values, as recorded in ``run.json``."""
-        out = {}
+        """The settings that acted, as plain JSON values, as recorded in ``run.json``.
+
+        A class measured as written (``own_client``) has its own client, pool and tasks: the
+        settings of the suite's scenarios (:data:`LAB_ONLY`) are left out, and its client's own
+        settings are recorded instead.
+        """
+        out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
+            if self.own_client and field.name in LAB_ONLY:
+                continue
             value = getattr(self, field.name)
+            if field.name == "client_settings":
+                if self.own_client:
+                    out[field.name] = dict(value)
+                continue
+            if field.name == "own_client" and not value:
+                continue
             out[field.name] = str(value) if isinstance(value, StrEnum | TargetMode) else value
         return out
 
@@ -155,12 +170,21 @@ class ScenarioConfig:
         return self.peer is Peer.EMBEDDED
 
 
+# Settings that act only on the suite's LabUser scenarios, whose client, pool and tasks the suite
+# builds; a locustfile's own HttpUser or FastHttpUser keeps its own.
+LAB_ONLY = (
+    "pool_size", "pool_scope", "pool_full", "pool_wait_s", "drain", "keep_alive", "think_time_s",
+    "requests_per_user", "start_together", "default_users",
+)  # fmt: skip
+
 DEFAULTS = ScenarioConfig()
 """The suite's defaults; the base user class reads its class attributes from here."""
 
 
 def check_combination(cfg: ScenarioConfig) -> None:
-    """Refuse settings that cannot work together."""
+    """Refuse settings that cannot work together (a class measured as written has none of them)."""
+    if cfg.own_client:
+        return
     if cfg.client_type is ClientType.FASTHTTP and cfg.pool_full is PoolFull.DISCARD:
         raise ConfigError(
             "--pool-full 'discard' does not work with --client fasthttp: its pool always blocks; "

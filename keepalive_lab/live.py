@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keepalive_lab.schema import SOCKETS_CSV, RunRecord, Status, TargetCounts
+from keepalive_lab.schema import SOCKETS_CSV, RunRecord, Status, TargetCounts, by_name_rows
 
 log = logging.getLogger("keepalive_lab")
 MAX_AGE_S = 1.9  # the web UI polls every 2 s, the Connections panel too: one computation serves both
@@ -153,38 +153,55 @@ class LiveView:
 
     @staticmethod
     def _by_name(record: RunRecord, row: dict[str, Any]) -> list[dict[str, Any]]:
-        """The Connections tab's rows: one per request name, then the total (the summary's figures)."""
+        """The Connections tab's rows: one per request name (connections.csv's), then the total (the summary's)."""
         conns = record.client_connections
-        rows = []
-        for name, c in sorted((conns.by_name if conns else {}).items()):
-            requests = c.get("requests", 0)
-            opened = c.get("opened", 0)
-            rows.append(_table_row(name, requests, opened, c.get("closed_by_client", 0) + c.get("reset_by_client", 0),
-                                   c.get("closed_by_server", 0), c.get("discarded", 0),
-                                   c.get("connect_errors_by_errno", {})))  # fmt: skip
+        rows = [_tab_row(r) for r in by_name_rows(conns)]
         if conns is not None:
-            closed_by_client = (conns.closed_by_client or 0) + (conns.reset_by_client or 0)
-            rows.append(_table_row("Total", row.get("requests") or 0, row.get("connections_opened"), closed_by_client,
-                                   row.get("server_closes") or conns.closed_by_server or 0, conns.discarded,
-                                   conns.connect_errors_by_errno))  # fmt: skip
+            requests = row.get("requests") or 0
+            opened = row.get("connections_opened")
+            new_conn = sum(r["new_connection_requests"] for r in by_name_rows(conns)) if conns.by_name else None
+            rows.append(_tab_row({
+                "name": "Total",
+                "requests": requests,
+                "connections_opened": opened,
+                "connections_per_request": row.get("connections_per_request"),
+                "reuse_pct": (100.0 * (requests - new_conn) / requests) if requests and new_conn is not None else None,
+                "closed_by_client": conns.closed_by_client or 0,
+                "reset_by_client": conns.reset_by_client or 0,
+                "closed_by_server": row.get("server_closes") or conns.closed_by_server or 0,
+                "discarded": conns.discarded,
+                "connect_errors_by_errno": conns.connect_errors_by_errno,
+                "connect_ms_mean": row.get("connect_ms_mean"),
+                "tls_ms_mean": row.get("tls_ms_mean"),
+            }))  # fmt: skip
         return rows
 
 
-def _table_row(name: str, requests: int, opened: Any, by_client: int, by_server: int, discarded: int,
-               errnos: dict[str, int]) -> dict[str, Any]:  # fmt: skip
-    if isinstance(opened, float) and opened.is_integer():
-        opened = int(opened)  # a count, though the summary holds it as a float
-    per_request = opened / requests if requests and opened is not None else None
+def _whole(value: Any) -> Any:
+    """A count as an integer, though the summary may hold it as a float; None stays None."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _tab_row(r: dict[str, Any]) -> dict[str, Any]:
+    per_request, reuse = _clean(r.get("connections_per_request")), _clean(r.get("reuse_pct"))
+    connect_ms, tls_ms = _clean(r.get("connect_ms_mean")), _clean(r.get("tls_ms_mean"))
+    errnos = r.get("connect_errors_by_errno") or {}
     return {
-        "name": name,
-        "requests": requests,
-        "connections": opened,
+        "name": r["name"],
+        "requests": _whole(r["requests"]),
+        "connections": _whole(_clean(r["connections_opened"])),
         "per_request": None if per_request is None else round(per_request, 3),
-        "reuse_pct": None if per_request is None else round(max(0.0, 1 - per_request) * 100, 1),
-        "closed_by_client": by_client,
-        "closed_by_server": by_server,
-        "discarded": discarded,
-        "connect_errors": ", ".join(f"errno {code} x {n}" for code, n in sorted(errnos.items())) or "0",
+        "reuse_pct": None if reuse is None else round(reuse, 1),
+        "closed_by_client": _whole(r["closed_by_client"] + r["reset_by_client"]),
+        "closed_by_server": _whole(r["closed_by_server"]),
+        "discarded": _whole(r["discarded"]),
+        "connect_errors": (
+            ", ".join(f"errno {code} x {n}" for code, n in sorted(errnos.items())) or str(r.get("connect_errors", 0))
+        ),  # fmt: skip
+        "connect_ms": None if connect_ms is None else round(connect_ms, 2),
+        "tls_ms": None if tls_ms is None else round(tls_ms, 2),
     }
 
 

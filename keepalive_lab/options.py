@@ -25,6 +25,7 @@ from typing import Any
 
 from keepalive_lab.config import (
     DEFAULTS,
+    LAB_ONLY,
     MODE_HELP,
     ClientType,
     ConfigError,
@@ -438,12 +439,33 @@ def add_arguments(parser: Any, shown: type | None) -> None:
     parser.error = functools.partial(_exit_before_load, parser.prog)
 
 
-def resolve(user_class: type, options: Any | None, scenario_default: str = "") -> ScenarioConfig:
-    """Build the :class:`ScenarioConfig` for ``user_class``; options given win over its attributes."""
+# What a class measured as written does not take from the options: its client is its own.
+NOT_FOR_OWN_CLIENT = ("client_type", *LAB_ONLY)
+
+
+def lab_only_given(options: Any | None) -> list[str]:
+    """The flags of the LabUser-only options that were given (command line, environment, conf, form)."""
+    given: Mapping[str, Any] = vars(options) if options is not None else {}
+    return [
+        OPTIONS_BY_ATTR[a].flag for a in NOT_FOR_OWN_CLIENT if a in OPTIONS_BY_ATTR
+        and given.get(OPTIONS_BY_ATTR[a].dest) not in (None, "")
+    ]  # fmt: skip
+
+
+def resolve(
+    user_class: type, options: Any | None, scenario_default: str = "", own_client: ClientType | None = None
+) -> ScenarioConfig:
+    """Build the :class:`ScenarioConfig` for ``user_class``; options given win over its attributes.
+
+    ``own_client``: the class is a locustfile's own HttpUser (``requests``) or FastHttpUser
+    (``fasthttp``), measured as written: the LabUser-only settings do not act on it.
+    """
     given: Mapping[str, Any] = vars(options) if options is not None else {}
     values: dict[str, Any] = {}
     for field in dataclasses.fields(ScenarioConfig):
         name = field.name
+        if own_client is not None and name in (*NOT_FOR_OWN_CLIENT, "own_client", "client_settings"):
+            continue
         opt = OPTIONS_BY_ATTR.get(name)
         raw = given.get(opt.dest) if opt is not None else None
         if raw is None or raw == "":
@@ -454,9 +476,31 @@ def resolve(user_class: type, options: Any | None, scenario_default: str = "") -
     if not values.get("scenario"):
         values["scenario"] = _name(scenario_default or user_class.__name__)
     values["user_class"] = user_class.__name__
+    if own_client is not None:
+        values.update(client_type=own_client, own_client=True, client_settings=client_settings_of(user_class))
     cfg = ScenarioConfig(**values)
     check_combination(cfg)
     return cfg
+
+
+# A locustfile's own client settings, recorded as they are (class attribute: recorded name).
+_OWN_CLIENT_SETTINGS = {
+    "requests": ("pool_manager",),
+    "fasthttp": ("concurrency", "insecure", "network_timeout", "connection_timeout", "max_retries", "client_pool",
+                 "ssl_context_factory"),
+}  # fmt: skip
+
+
+def client_settings_of(user_class: type) -> tuple[tuple[str, Any], ...]:
+    """The client settings a measured class sets or inherits, as JSON values (objects by type name)."""
+    fast = any(b.__name__ == "FastHttpUser" for b in user_class.__mro__)
+    out = []
+    for name in _OWN_CLIENT_SETTINGS["fasthttp" if fast else "requests"]:
+        value = getattr(user_class, name, None)
+        if value is not None and not isinstance(value, bool | int | float | str):
+            value = getattr(value, "__qualname__", None) or type(value).__name__  # a function, or an object's type
+        out.append((name, value))
+    return tuple(out)
 
 
 def check_values(values: Mapping[str, Any], names: Iterable[str] | None = None) -> None:

@@ -1,7 +1,8 @@
 """The suite's Locust event listeners, each a few lines that hand over to the part that does the job.
 
-:func:`register` adds them for the user classes derived from a base (``LabUser`` registers
-itself when :mod:`keepalive_lab.users` is imported, which every locustfile does):
+:func:`register` adds them once, and each call names a base whose subclasses are measured:
+``LabUser`` registers itself when :mod:`keepalive_lab.users` is imported, which every scenario
+does, and :mod:`keepalive_lab.measure` adds Locust's ``HttpUser`` and ``FastHttpUser``:
 
 ``init_command_line_parser``
     the suite's options (:mod:`keepalive_lab.options`), shown with the locustfile's defaults.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 from locust import events
 
-import functools
 import logging
 import signal
 import sys
@@ -46,8 +46,18 @@ def concrete_subclasses(base: type) -> list[type]:
     return found
 
 
-def _measured(environment: Any, base: type) -> list[type]:
-    return [c for c in environment.user_classes if issubclass(c, base)]
+# The classes whose subclasses the suite measures: LabUser, and with keepalive_lab.measure
+# imported, Locust's HttpUser and FastHttpUser.
+_BASES: list[type] = []
+
+
+def _measured(environment: Any) -> list[type]:
+    return [c for c in environment.user_classes if issubclass(c, tuple(_BASES))]
+
+
+def _lab_classes() -> list[type]:
+    """The concrete LabUser scenarios defined so far (the options show their defaults)."""
+    return [c for base in _BASES for c in concrete_subclasses(base) if getattr(c, "builds_client", False)]
 
 
 def _exit_one_line(message: str) -> None:
@@ -56,14 +66,26 @@ def _exit_one_line(message: str) -> None:
     sys.exit(2)
 
 
-def on_init_command_line_parser(parser: Any, base: type, **_: Any) -> None:
-    classes = concrete_subclasses(base)
+def on_init_command_line_parser(parser: Any, **_: Any) -> None:
+    classes = list(dict.fromkeys(_lab_classes()))
     add_arguments(parser, classes[0] if len(classes) == 1 else None)
 
 
-def on_init(environment: Any, base: type, runner: Any = None, web_ui: Any = None, **_: Any) -> None:
-    classes = _measured(environment, base)
+def _nothing_measured(environment: Any) -> None:
+    others = [c.__name__ for c in environment.user_classes]
+    if others:
+        sys.stderr.write(
+            f"keepalive-lab: nothing to measure: {', '.join(others)} {'is' if len(others) == 1 else 'are'} not among "
+            "the suite's LabUser scenarios, so no run folder is written; add locustfiles/measure.py to -f (or "
+            "'import keepalive_lab.measure' in the locustfile) to measure HttpUser and FastHttpUser classes as "
+            "written\n"
+        )
+
+
+def on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) -> None:
+    classes = _measured(environment)
     if not classes:
+        _nothing_measured(environment)
         return
     session = session_of(environment)
     session.user_classes = classes
@@ -71,6 +93,8 @@ def on_init(environment: Any, base: type, runner: Any = None, web_ui: Any = None
         session.resolve_configs()
     except ConfigError as e:
         _exit_one_line(str(e))
+    if session.runs_users:
+        session.count_own_clients()
     apply_default_users(environment.parsed_options, classes)
     # Pool-full discards are counted exactly; urllib3's warning per discard would flood the log.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
@@ -104,22 +128,26 @@ def on_init(environment: Any, base: type, runner: Any = None, web_ui: Any = None
         gevent.spawn(console.print_lines, session)
 
 
-def on_test_start(environment: Any, base: type, **_: Any) -> None:
-    classes = _measured(environment, base)
+def on_test_start(environment: Any, **_: Any) -> None:
+    classes = _measured(environment)
     if classes:
         session = session_of(environment)
         session.user_classes = classes
         session.on_test_start()
 
 
-def on_test_stop(environment: Any, base: type, **_: Any) -> None:
-    if _measured(environment, base):
+def on_test_stop(environment: Any, **_: Any) -> None:
+    if _measured(environment):
         session_of(environment).on_test_stop()
 
 
 def register(base: type) -> None:
-    """Add the suite's listeners for the user classes derived from ``base``."""
-    events.init_command_line_parser.add_listener(functools.partial(on_init_command_line_parser, base=base))
-    events.init.add_listener(functools.partial(on_init, base=base))
-    events.test_start.add_listener(functools.partial(on_test_start, base=base))
-    events.test_stop.add_listener(functools.partial(on_test_stop, base=base))
+    """Measure the user classes derived from ``base`` too; the listeners are added once."""
+    if base in _BASES:
+        return
+    _BASES.append(base)
+    if len(_BASES) == 1:
+        events.init_command_line_parser.add_listener(on_init_command_line_parser)
+        events.init.add_listener(on_init)
+        events.test_start.add_listener(on_test_start)
+        events.test_stop.add_listener(on_test_stop)

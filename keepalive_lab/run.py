@@ -28,6 +28,7 @@ import gevent
 from keepalive_lab import kernel, locust_compat
 from keepalive_lab.config import ScenarioConfig
 from keepalive_lab.schema import (
+    CONNECTIONS_CSV,
     LOCUST_HTML,
     REPORT_HTML,
     SOCKETS_CSV,
@@ -39,6 +40,8 @@ from keepalive_lab.schema import (
     SidecarState,
     Status,
     TargetCounts,
+    by_name_csv,
+    by_name_rows,
     write_atomic,
 )
 from keepalive_lab.servers import Servers
@@ -125,11 +128,13 @@ def verdict_of(folder: Path) -> str | None:
 
         loaded = load_runs([folder])
         summary = summarize(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
-        text = str(verdicts(summary, loaded.runs)["verdict"].iloc[0])
+        row = verdicts(summary, loaded.runs).iloc[0]
+        text, cost = str(row["verdict"]), str(row["cost"])
     except Exception as e:  # the folder is written; a verdict that fails must not fail the run
         log.warning("no verdict for %s: %s", folder, e)
         return None
-    return text.split("] ", 1)[1] if text.startswith("[") else text  # the status follows apart
+    text = text.split("] ", 1)[1] if text.startswith("[") else text  # the status follows apart
+    return f"{text}; {cost}" if cost else text
 
 
 class Run:
@@ -254,6 +259,7 @@ class Run:
         r.end = iso(utc_now())
         r.duration_s = round(time.monotonic() - self.started_mono, 3)
         r.client_connections = self.connection_totals()
+        self._write_connections_csv(r.client_connections)
         r.requests, r.failures = stats.num_requests, stats.num_failures
         r.last_request_ts = stats.last_request_timestamp
         r.status, r.status_reason = self._status(r.client_connections)
@@ -329,6 +335,17 @@ class Run:
         delta.mode, delta.url = str(self.servers.target.mode), self.servers.target.url
         delta.write(self.folder)
         self.record.target_connections_accepted = delta.connections_accepted
+
+    def _write_connections_csv(self, conns: ClientConnections) -> None:
+        """connections.csv, and beside Locust's own CSV files when ``--csv PREFIX`` was given."""
+        text = by_name_csv(by_name_rows(conns))
+        write_atomic(self.folder / CONNECTIONS_CSV, text)
+        prefix = getattr(self.environment.parsed_options, "csv_prefix", None)
+        if prefix:
+            try:
+                write_atomic(f"{prefix}_connections.csv", text)
+            except OSError as e:
+                log.warning("cannot write %s_connections.csv: %s", prefix, e)
 
     def _write_locust_files(self) -> None:
         self.history.finish(self.folder / STATS_HISTORY_CSV)

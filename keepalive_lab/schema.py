@@ -27,7 +27,9 @@ still load.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import tempfile
@@ -206,6 +208,50 @@ class Status(StrEnum):
     FAILED = "failed"  # something broke: see status_reason
 
 
+# -- connect and TLS handshake times ----------------------------------------------------------
+# A histogram of durations is a JSON object {"count": N, "total_ms": T, "max_ms": M, "buckets":
+# {"<upper edge in ms>": N, ..., "inf": N}}: each duration is counted in the first bucket whose
+# edge it does not exceed. Histograms of several processes add up bucket by bucket.
+TIME_BUCKETS_MS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+def _edge(ms: float) -> str:
+    for edge in TIME_BUCKETS_MS:
+        if ms <= edge:
+            return f"{edge:g}"
+    return "inf"
+
+
+def histogram_add(hist: dict[str, Any], ms: float) -> None:
+    """Count one duration (ms) into ``hist``, in place."""
+    hist["count"] = hist.get("count", 0) + 1
+    hist["total_ms"] = round(hist.get("total_ms", 0.0) + ms, 6)
+    hist["max_ms"] = max(hist.get("max_ms", 0.0), round(ms, 6))
+    buckets = hist.setdefault("buckets", {})
+    key = _edge(ms)
+    buckets[key] = buckets.get(key, 0) + 1
+
+
+def histogram_merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Add the histogram ``other`` to ``into``, in place."""
+    if not other.get("count"):
+        return
+    into["count"] = into.get("count", 0) + other["count"]
+    into["total_ms"] = round(into.get("total_ms", 0.0) + other.get("total_ms", 0.0), 6)
+    into["max_ms"] = max(into.get("max_ms", 0.0), other.get("max_ms", 0.0))
+    buckets = into.setdefault("buckets", {})
+    for key, n in other.get("buckets", {}).items():
+        buckets[key] = buckets.get(key, 0) + n
+    into["buckets"] = {k: buckets[k] for k in sorted(buckets, key=lambda k: float(k))}
+
+
+def histogram_mean_ms(hist: dict[str, Any] | None) -> float | None:
+    """The mean duration of a histogram, in ms; None when it counted nothing."""
+    if not hist or not hist.get("count"):
+        return None
+    return hist.get("total_ms", 0.0) / hist["count"]
+
+
 @dataclass
 class RequestNameCounts(Record):
     """One request name's share of the client's connections: ``requests`` (made), of them
@@ -222,14 +268,25 @@ class RequestNameCounts(Record):
     discarded: int = 0
     connect_errors: int = 0
     connect_errors_by_errno: dict[str, int] = field(default_factory=dict)
+    connect_ms: dict[str, Any] = field(default_factory=dict)  # TCP connect times (a histogram, above)
+    tls_ms: dict[str, Any] = field(default_factory=dict)  # TLS handshake times (HTTPS only)
 
     def add(self, other: RequestNameCounts) -> None:
         for f in dataclasses.fields(self):
             if f.name == "connect_errors_by_errno":
                 for code, n in other.connect_errors_by_errno.items():
                     self.connect_errors_by_errno[code] = self.connect_errors_by_errno.get(code, 0) + n
+            elif f.name in ("connect_ms", "tls_ms"):
+                histogram_merge(getattr(self, f.name), getattr(other, f.name))
             else:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def reuse_pct(self) -> float | None:
+        """Of this name's requests, the share that reused a connection (opened none), in %."""
+        if not self.requests:
+            return None
+        return 100.0 * (self.requests - self.new_connection_requests) / self.requests
 
 
 @dataclass
@@ -266,6 +323,8 @@ class ClientConnections(Record):
     first_connect_ts: float | None = None
     first_addr_not_available_ts: float | None = None
     opened_before_addr_not_available: int | None = None
+    connect_ms: dict[str, Any] = field(default_factory=dict)  # TCP connect times (histogram)
+    tls_ms: dict[str, Any] = field(default_factory=dict)  # TLS handshake times (histogram; HTTPS only)
     by_name: dict[str, Any] = field(default_factory=dict)  # request name -> RequestNameCounts fields
 
     SUMMED: typing.ClassVar[tuple[str, ...]] = (
@@ -286,6 +345,9 @@ class ClientConnections(Record):
                 for code, n in getattr(part, key).items():
                     merged[code] = merged.get(code, 0) + n
             setattr(out, key, dict(sorted(merged.items())))
+        for key in ("connect_ms", "tls_ms"):
+            for part in parts:
+                histogram_merge(getattr(out, key), getattr(part, key))
         for key in ("first_connect_ts", "first_addr_not_available_ts"):
             stamps = [getattr(p, key) for p in parts if getattr(p, key) is not None]
             setattr(out, key, min(stamps) if stamps else None)
@@ -643,6 +705,14 @@ SUMMARY: tuple[Column, ...] = (
         "failures on a connection the server had closed (RemoteDisconnected, ConnectionResetError, broken pipe)",
     ),
     Column("tls_errors", "number", "failed TLS handshakes (counted at the client)"),
+    Column("connect_ms_mean", "number", "the mean time of the client's TCP connects, ms"),
+    Column("tls_ms_mean", "number", "the mean time of the client's TLS handshakes (HTTPS only), ms"),
+    Column(
+        "reuse_saved_s",
+        "number",
+        "the requests that reused a connection times the mean cost of a new one (connect plus TLS): the time "
+        "reuse saved over the run, s",
+    ),
     Column(
         "observed_seconds_to_exhaustion",
         "number",
@@ -653,5 +723,72 @@ SUMMARY: tuple[Column, ...] = (
     Column("duration_s", "number", "the run's length, s"),
     Column("start", "text", "the run's start, ISO 8601 UTC"),
 )
+# -- connections.csv (of a run), summary_by_name.csv (of a report) ----------------------------
+BY_NAME: tuple[Column, ...] = (
+    Column("name", "text", "the request's name in Locust's statistics (its path, or the name= it was given)"),
+    Column("requests", "number", "requests made under this name (the client's count)"),
+    Column(
+        "new_connection_requests",
+        "number",
+        "of them, the requests during which the client opened a connection (the others reused one)",
+    ),
+    Column("reuse_pct", "number", "100 x (requests - new_connection_requests) / requests, %"),
+    Column("connections_opened", "number", "TCP connections opened during this name's requests"),
+    Column("connections_per_request", "number", "connections_opened / requests"),
+    Column("closed_by_client", "number", "connections the client closed first after this name's responses"),
+    Column("reset_by_client", "number", "the same, closed with unread data: a reset, no TIME_WAIT"),
+    Column("closed_by_server", "number", "connections the server had closed after this name's responses"),
+    Column("discarded", "number", "connections that came back to a full pool after this name's responses"),
+    Column("connect_errors", "number", "failed connects during this name's requests"),
+    Column("connect_ms_mean", "number", "mean time of this name's TCP connects, ms"),
+    Column("connect_ms_max", "number", "longest TCP connect, ms"),
+    Column("tls_ms_mean", "number", "mean time of this name's TLS handshakes (HTTPS), ms"),
+    Column("tls_ms_max", "number", "longest TLS handshake, ms"),
+)
+BY_NAME_COLUMNS: tuple[str, ...] = tuple(c.name for c in BY_NAME)
+CONNECTIONS_CSV = "connections.csv"  # a run's BY_NAME rows, one per request name
+SUMMARY_BY_NAME_CSV = "summary_by_name.csv"  # a report's: run_id, then BY_NAME, one row per run and name
+
+
+def by_name_rows(conns: ClientConnections | None) -> list[dict[str, Any]]:
+    """A run's connections per request name (:data:`BY_NAME`), sorted by name."""
+    rows = []
+    for name, raw in sorted((conns.by_name if conns is not None else {}).items()):
+        c = raw if isinstance(raw, RequestNameCounts) else RequestNameCounts.from_dict(raw, f"by_name {name!r}")
+        rows.append({
+            "name": name,
+            "requests": c.requests,
+            "new_connection_requests": c.new_connection_requests,
+            "reuse_pct": None if c.reuse_pct is None else round(c.reuse_pct, 2),
+            "connections_opened": c.opened,
+            "connections_per_request": round(c.opened / c.requests, 4) if c.requests else None,
+            "closed_by_client": c.closed_by_client,
+            "reset_by_client": c.reset_by_client,
+            "closed_by_server": c.closed_by_server,
+            "discarded": c.discarded,
+            "connect_errors": c.connect_errors,
+            "connect_errors_by_errno": dict(c.connect_errors_by_errno),  # not a CSV column: the web UI's detail
+            "connect_ms_mean": _rounded(histogram_mean_ms(c.connect_ms)),
+            "connect_ms_max": _rounded(c.connect_ms.get("max_ms")),
+            "tls_ms_mean": _rounded(histogram_mean_ms(c.tls_ms)),
+            "tls_ms_max": _rounded(c.tls_ms.get("max_ms")),
+        })  # fmt: skip
+    return rows
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def by_name_csv(rows: list[dict[str, Any]], leading: tuple[str, ...] = ()) -> str:
+    """:data:`BY_NAME` rows as CSV text (``leading``: columns before them, e.g. ``run_id``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*leading, *BY_NAME_COLUMNS], lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buf.getvalue()
+
+
 SUMMARY_COLUMNS: tuple[str, ...] = tuple(c.name for c in SUMMARY)
 SUMMARY_NUMERIC: tuple[str, ...] = tuple(c.name for c in SUMMARY if c.kind == "number")

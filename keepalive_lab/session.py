@@ -8,11 +8,13 @@ it). :func:`session_of` finds an Environment's session.
 
 from __future__ import annotations
 
+from locust import FastHttpUser, HttpUser
 from locust.runners import STATE_STOPPED
 
 import argparse
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,11 @@ import gevent
 import gevent.event
 
 from keepalive_lab import locust_compat
-from keepalive_lab.clients import close_pool, make_pool
+from keepalive_lab.clients import close_pool, count_user_client, make_pool
 from keepalive_lab.clients.counts import ConnectionCounts
-from keepalive_lab.config import ConfigError, PoolScope, ScenarioConfig
+from keepalive_lab.config import ClientType, ConfigError, PoolScope, ScenarioConfig
 from keepalive_lab.live import LiveView
-from keepalive_lab.options import OPTIONS_BY_DEST, resolve
+from keepalive_lab.options import OPTIONS_BY_DEST, lab_only_given, resolve
 from keepalive_lab.run import GREENLET_CRASHED, Ending, Run
 from keepalive_lab.schema import ClientConnections
 from keepalive_lab.servers import Servers
@@ -52,6 +54,7 @@ class Session:
         self.users_done = 0
         self.users_started = 0
         self.ending = Ending()  # why the current test ends, as far as this process knows
+        self.warned_uncounted = False
 
     # -- roles -------------------------------------------------------------------------------
     @property
@@ -64,10 +67,14 @@ class Session:
 
     # -- settings ----------------------------------------------------------------------------
     def resolve_configs(self) -> dict[type, ScenarioConfig]:
-        """Settings for each scenario class, from the options and the class attributes; ConfigError if bad."""
+        """Settings for each measured class, from the options and the class attributes; ConfigError if bad.
+
+        A LabUser scenario takes every setting; a locustfile's own HttpUser or FastHttpUser is
+        measured as written. The LabUser-only options are refused when no LabUser runs, since
+        they would act on nothing.
+        """
         opts = self.environment.parsed_options
-        scenario = Path(getattr(opts, "locustfile", "") or "scenario").stem
-        self.configs = {c: resolve(c, opts, scenario) for c in self.user_classes}
+        self.configs = configs_for(self.user_classes, opts, scenario_name(getattr(opts, "locustfile", None)))
         return self.configs
 
     def config_for(self, user_class: type) -> ScenarioConfig:
@@ -88,7 +95,7 @@ class Session:
         given = argparse.Namespace(**{**vars(self.environment.parsed_options), **{
             k: v for k, v in form.items() if k in OPTIONS_BY_DEST and v != ""
         }})  # fmt: skip
-        configs = [resolve(c, given, "form") for c in self.user_classes]  # ConfigError: refused in the form
+        configs = list(configs_for(self.user_classes, given, "form").values())  # ConfigError: refused in the form
         host = form.get("host") or None
         if not configs or not self.servers.served(host):
             return None
@@ -97,6 +104,18 @@ class Session:
         return url
 
     # -- clients -----------------------------------------------------------------------------
+    def count_own_clients(self) -> None:
+        """Have each new user of a locustfile's own HttpUser or FastHttpUser count its connections.
+
+        The class's ``__init__`` is wrapped: after it built the client (the user's own pool,
+        concurrency, timeouts, TLS), :func:`count_user_client` makes that client count into this
+        process's counts. Its tasks, ``wait_time`` and settings stay as written.
+        """
+        for cls, cfg in self.configs.items():
+            if cfg.own_client and "_keepalive_lab_counts" not in cls.__dict__:
+                cls.__init__ = _counting_init(cls.__init__, self)
+                cls._keepalive_lab_counts = True
+
     def pool_for(self, user_class: type, cfg: ScenarioConfig) -> tuple[Any, bool]:
         """The pool a new user gets, and whether the user owns it (``user`` scope)."""
         if cfg.pool_scope is PoolScope.USER:
@@ -177,13 +196,16 @@ class Session:
             self.run = Run(self.environment, configs, self.servers, self.end_test, self.connection_totals, self.ending)
             self.feed_token = self.run.token
             self.link.announce_run(self.feed_token)
+            # Locust started its clock before test_start, and the run's start (the sidecar's
+            # first sample) holds the users back: restart it so requests/s counts the load only.
+            self.environment.stats.reset_all()
         if self.runs_users:
-            self.counts = ConnectionCounts()
+            self.close_shared_pools()  # the last test's, counted in the last test
+            self.counts.reset()  # in place: pools that outlive a test (a locustfile's own) count into it
             self.counts.feed.connect(self.feed_token)
             self.users_done = 0
             self.users_started = 0
             self.all_spawned.clear()
-            self.close_shared_pools()
 
     def on_test_stop(self) -> None:
         if self.runs_users:
@@ -206,6 +228,62 @@ class Session:
             self.environment.runner.stop()
         if self.run is not None:  # the runner had nothing to stop
             self.on_test_stop()
+
+
+def _counting_init(original: Callable[..., None], session: Session) -> Callable[..., None]:
+    @functools.wraps(original)
+    def __init__(user: Any, *args: Any, **kwargs: Any) -> None:
+        original(user, *args, **kwargs)
+        if not count_user_client(user, session.counts) and not session.warned_uncounted:
+            session.warned_uncounted = True
+            log.warning("%s's client is neither Locust's HttpSession nor its FastHttpSession: its connections "
+                        "are not counted", type(user).__name__)  # fmt: skip
+
+    return __init__
+
+
+def _client_class(user_class: type) -> str:
+    return "FastHttpUser" if issubclass(user_class, FastHttpUser) else "HttpUser"
+
+
+def own_client_type(user_class: type) -> ClientType | None:
+    """``requests`` or ``fasthttp`` for a locustfile's own HttpUser or FastHttpUser; None for a LabUser.
+
+    A class that is both is refused: whichever ``__init__`` runs last builds the client, so the
+    counts would depend on the order of its bases.
+    """
+    own = issubclass(user_class, HttpUser | FastHttpUser)
+    if getattr(user_class, "builds_client", False):
+        if own:
+            raise ConfigError(
+                f"{user_class.__name__} derives from both LabUser and {_client_class(user_class)}: derive from "
+                "LabUser alone (client_type = 'fasthttp' gives FastHttpUser's client), or from "
+                f"{_client_class(user_class)} alone and add locustfiles/measure.py to -f to measure it as written"
+            )
+        return None
+    return ClientType.FASTHTTP if issubclass(user_class, FastHttpUser) else ClientType.REQUESTS
+
+
+def configs_for(classes: list[type], opts: Any, scenario: str) -> dict[type, ScenarioConfig]:
+    """Each measured class's settings; ConfigError for LabUser-only options given where no LabUser runs."""
+    own = {c: own_client_type(c) for c in classes}
+    given = lab_only_given(opts)
+    if given and classes and all(own.values()):
+        names = ", ".join(f"{c.__name__} ({_client_class(c)})" for c in classes)
+        raise ConfigError(
+            f"{' '.join(given)}: {'these options act' if len(given) > 1 else 'this option acts'} only on the suite's "
+            f"LabUser scenarios; {names} {'keeps its' if len(classes) == 1 else 'keep their'} own client, pool and "
+            f"tasks, and {'is' if len(classes) == 1 else 'are'} measured as written: leave "
+            f"{'these options' if len(given) > 1 else 'it'} out"
+        )
+    return {c: resolve(c, opts, scenario, own_client=own[c]) for c in classes}
+
+
+def scenario_name(locustfile: str | None) -> str:
+    """A run's default name: the first locustfile's name, the suite's measure.py left out."""
+    stems = [Path(part).stem for part in str(locustfile or "").split(",") if part.strip()]
+    stems = [stem for stem in stems if stem not in ("measure", "__init__")] or stems or ["scenario"]
+    return stems[0]
 
 
 def session_of(environment: Any) -> Session:

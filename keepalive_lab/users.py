@@ -43,6 +43,9 @@ class LabUser(User):
     """A user whose HTTP client, pool and drain policy come from its class attributes."""
 
     abstract = True
+    builds_client: ClassVar[bool] = True
+    """The suite builds this class's client and pool from its settings (a locustfile's own
+    HttpUser or FastHttpUser, measured with :mod:`keepalive_lab.measure`, keeps its own)."""
 
     scenario: ClassVar[str] = DEFAULTS.scenario
     """Name used for run folders; defaults to the locustfile's name."""

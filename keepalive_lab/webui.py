@@ -36,7 +36,7 @@ from typing import Any
 
 from keepalive_lab.config import ConfigError
 from keepalive_lab.options import check_values
-from keepalive_lab.schema import REPORT_HTML, RUN_JSON, SOCKETS_CSV
+from keepalive_lab.schema import CONNECTIONS_CSV, REPORT_HTML, RUN_JSON, SOCKETS_CSV
 
 TAB = "connections"
 PREFIX = "/keepalive-lab"
@@ -50,10 +50,16 @@ COLUMNS = (
     ("closed_by_server", "Closed by the server"),
     ("discarded", "Discarded (pool full)"),
     ("connect_errors", "Connect errors"),
+    ("connect_ms", "TCP connect, ms (mean)"),
+    ("tls_ms", "TLS handshake, ms (mean)"),
 )
 DOWNLOADS = (
     (RUN_JSON, "Download this run's run.json (keepalive-lab)"),
     (SOCKETS_CSV, "Download this run's sockets.csv (keepalive-lab)"),
+    (
+        CONNECTIONS_CSV,
+        "Download this run's connections per request name, connections.csv (keepalive-lab, when the test stops)",
+    ),
     (REPORT_HTML, "Download this run's connection report (keepalive-lab, built when the test stops)"),
 )
 SOCKET_FIGURES = (

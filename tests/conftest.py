@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,12 @@ import pytest
 
 from keepalive_lab.netns import can_isolate, in_namespace
 from keepalive_lab.target import TargetProcess
+
+# A shell that starts a job in the background (`make test &`, some CI runners) leaves SIGINT
+# ignored, and an ignored signal stays ignored in every child: the Ctrl-C tests would then send a
+# SIGINT nobody hears. The tests' children get the default, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILES = ROOT / "locustfiles"
@@ -111,10 +118,12 @@ def run_locust(tmp_path: Path):
 
     calls = []
 
-    def run(locustfile: str, *args: str, timeout_s: float = 120, isolated: bool = False) -> LocustRun:
+    def run(
+        locustfile: str, *args: str, timeout_s: float = 120, isolated: bool = False, env: dict | None = None
+    ) -> LocustRun:
         calls.append(locustfile)
         run_dir = tmp_path / f"runs-{len(calls)}"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         cmd = locust_command(locustfile, "--headless", "--run-dir", str(run_dir), *args)
         proc = subprocess.run(
             in_namespace(cmd) if isolated else cmd,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keepalive_lab.schema import SOCKETS_COLUMNS, SUMMARY_COLUMNS
+from keepalive_lab.schema import BY_NAME_COLUMNS, SOCKETS_COLUMNS, SUMMARY_COLUMNS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -21,6 +21,6 @@ def documented_in_tables() -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("column", [*SOCKETS_COLUMNS, *SUMMARY_COLUMNS])
+@pytest.mark.parametrize("column", [*SOCKETS_COLUMNS, *SUMMARY_COLUMNS, *BY_NAME_COLUMNS])
 def test_every_column_is_in_a_readme_table(column):
     assert column in documented_in_tables(), f"README.md has no table row for column {column!r}"

@@ -218,12 +218,15 @@ def test_downloads_and_metrics_match_the_run_folder(web_ui, page):
     shot(page, "web-ui-downloads")
     anchors = page.locator("a").all()
     links = {a.text_content(): a.get_attribute("href") for a in anchors if "keepalive-lab" in (a.text_content() or "")}
-    assert len(links) == 3
+    assert len(links) == 4
     for href in links.values():
         body = urllib.request.urlopen(web_ui.url + href.lstrip("."), timeout=10).read()
         assert body
         if href.endswith("run.json"):
             assert json.loads(body) == run
+        if href.endswith("connections.csv"):
+            assert body == (folder / "connections.csv").read_bytes()
+            assert body.decode().splitlines()[1].startswith(f"/,{run['requests']},")  # every request is named "/"
         if href.endswith("report.html"):
             assert b"<html" in body[:200].lower() and b"Plotly" in body  # one file, plotly inside
     text = urllib.request.urlopen(f"{web_ui.url}/metrics", timeout=10).read().decode()

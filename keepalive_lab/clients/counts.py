@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import array
 import collections
+import copy
+import dataclasses
 import errno
 import fcntl
 import socket
@@ -51,7 +53,7 @@ from typing import Any
 import gevent
 
 from keepalive_lab.feed import Sender
-from keepalive_lab.schema import ClientConnections, RequestNameCounts
+from keepalive_lab.schema import ClientConnections, RequestNameCounts, histogram_add
 
 _TCP_ESTABLISHED = 1
 
@@ -117,6 +119,8 @@ class ConnectionCounts:
     first_connect_ts: float | None = None
     first_addr_not_available_ts: float | None = None
     opened_before_addr_not_available: int | None = None
+    connect_ms: dict[str, Any] = field(default_factory=dict)  # TCP connect times, a histogram
+    tls_ms: dict[str, Any] = field(default_factory=dict)  # TLS handshake times, a histogram
     by_name: dict[str, RequestNameCounts] = field(default_factory=dict)
     feed: Sender = field(default_factory=Sender, repr=False)
     # Per greenlet: what happened during its request in progress, and the name of its last request
@@ -127,6 +131,13 @@ class ConnectionCounts:
     shutting_down: bool = field(default=False, repr=False)
     # Set once users start to stop: connections they give back then are no progress for waiters.
     users_stopping: bool = field(default=False, repr=False)
+
+    def reset(self) -> None:
+        """Zero every count for a new test, keeping this object (pools hold it) and its feed."""
+        feed = self.feed
+        fresh = ConnectionCounts(feed=feed)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))
 
     def _now(self) -> RequestNameCounts:
         """The counts of the current greenlet's request in progress."""
@@ -155,9 +166,14 @@ class ConnectionCounts:
             entry.new_connection_requests += 1 if during.opened else 0
         self._last_name[key] = name
 
-    def record_connect(self, sock: Any) -> None:
+    def record_connect(self, sock: Any, connect_s: float | None = None) -> None:
+        """A TCP connection made (``connect_s``: how long ``connect()`` took)."""
         self.opened += 1
-        self._now().opened += 1
+        during = self._now()
+        during.opened += 1
+        if connect_s is not None:
+            histogram_add(self.connect_ms, connect_s * 1000)
+            histogram_add(during.connect_ms, connect_s * 1000)
         if self.first_connect_ts is None:
             self.first_connect_ts = time.time()
         self.feed.opened(sock)
@@ -173,6 +189,11 @@ class ConnectionCounts:
             # The moment the ephemeral ports ran out, and how many connections it took.
             self.first_addr_not_available_ts = time.time()
             self.opened_before_addr_not_available = self.opened
+
+    def record_tls(self, handshake_s: float) -> None:
+        """A TLS handshake completed in ``handshake_s`` (after the TCP connect)."""
+        histogram_add(self.tls_ms, handshake_s * 1000)
+        histogram_add(self._now().tls_ms, handshake_s * 1000)
 
     def record_tls_error(self, exc: BaseException) -> None:
         self.tls_errors += 1
@@ -224,7 +245,9 @@ class ConnectionCounts:
             first_connect_ts=self.first_connect_ts,
             first_addr_not_available_ts=self.first_addr_not_available_ts,
             opened_before_addr_not_available=self.opened_before_addr_not_available,
-            by_name={name: counts.to_dict() for name, counts in sorted(self.by_name.items())},
+            connect_ms=copy.deepcopy(self.connect_ms),
+            tls_ms=copy.deepcopy(self.tls_ms),
+            by_name={name: copy.deepcopy(counts.to_dict()) for name, counts in sorted(self.by_name.items())},
         )
 
 

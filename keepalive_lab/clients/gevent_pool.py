@@ -64,7 +64,7 @@ class _CountingTcp(ConnectionPool):
     """The TCP part of geventhttpclient's per-host pool, counting into ``counts``."""
 
     counts: ConnectionCounts
-    wait_s: float
+    wait_s: float | None  # None: no bound of the suite's (a locustfile's own pool)
     released_at = 0.0  # monotonic time a slot was last given back
 
     # geventhttpclient 2.6.1 private: ConnectionPool._create_tcp_socket(family, socktype, protocol).
@@ -74,12 +74,14 @@ class _CountingTcp(ConnectionPool):
     # geventhttpclient 2.6.1 private: ConnectionPool._connect_socket(sock, address) -> sock; for
     # HTTPS, SSLConnectionPool._connect_socket calls this first, then makes the TLS handshake.
     def _connect_socket(self, sock: Any, address: Any) -> Any:
+        started = time.perf_counter()
         try:
             sock = ConnectionPool._connect_socket(self, sock, address)
         except OSError as exc:
             self.counts.record_connect_error(exc)
             raise
-        self.counts.record_connect(sock)
+        sock._lab_connect_s = time.perf_counter() - started
+        self.counts.record_connect(sock, sock._lab_connect_s)
         sock._lab = self.counts
         return sock
 
@@ -89,6 +91,8 @@ class _CountingTcp(ConnectionPool):
             return super().get_socket()
         # Take a slot with a bound and hand it back: get_socket() then takes it without waiting
         # (greenlets do not switch in between).
+        if self.wait_s is None:  # a locustfile's own pool: it waits as geventhttpclient makes it
+            return super().get_socket()
         wait = PoolWait(self.counts, self.size, self.wait_s, self.released_at)
         try:
             acquired = self._semaphore.acquire(timeout=self.wait_s)
@@ -135,6 +139,7 @@ class _CountingSSLConnectionPool(SSLConnectionPool, _CountingTcp):
 
     def _connect_socket(self, sock: Any, address: Any) -> Any:
         opened = self.counts.opened
+        started = time.perf_counter()
         try:
             tls = super()._connect_socket(sock, address)  # _CountingTcp's connect, then the handshake
         except Exception as exc:
@@ -143,8 +148,12 @@ class _CountingSSLConnectionPool(SSLConnectionPool, _CountingTcp):
                 sock._lab = None
                 self.counts.closed_by_client += 1  # the pool closes it
             raise
-        # The TLS socket took the TCP socket's descriptor; it is the one that will be closed.
+        self.counts.record_tls(max(0.0, time.perf_counter() - started - getattr(sock, "_lab_connect_s", 0.0)))
+        # The TLS socket took the TCP socket's descriptor; it is the one that will be closed. A
+        # locustfile's own TLS context makes plain SSLSockets: they gain the counted close.
         sock._lab = None
+        if type(tls) is gevent.ssl.SSLSocket:
+            tls.__class__ = _CountingSSLSocket
         tls._lab = self.counts
         return tls
 
@@ -169,20 +178,42 @@ def unverified_context() -> gevent.ssl.SSLContext:
 class CountingHTTPClientPool(HTTPClientPool):
     """An ``HTTPClientPool`` (FastHttpUser's ``client_pool``) whose connections count into ``counts``."""
 
-    def __init__(self, counts: ConnectionCounts, wait_s: float, **kw: Any) -> None:
+    counts: ConnectionCounts
+    wait_s: float | None
+
+    def __init__(self, counts: ConnectionCounts, wait_s: float | None, **kw: Any) -> None:
         super().__init__(**kw)
         self.counts = counts
         self.wait_s = wait_s
 
     def get_client(self, url: Any) -> Any:
         client = super().get_client(url)
-        # geventhttpclient 2.6.1 private: HTTPClient._connection_pool, built by HTTPClient.__init__.
-        pool = client._connection_pool
-        if type(pool) in _COUNTING:
-            # HTTPClient builds its ConnectionPool itself; give that instance the counting behaviour.
-            pool.__class__ = _COUNTING[type(pool)]
-            pool.counts, pool.wait_s = self.counts, self.wait_s
+        _count_client(client, self.counts, self.wait_s)
         return client
+
+
+def _count_client(client: Any, counts: ConnectionCounts, wait_s: float | None) -> None:
+    # geventhttpclient 2.6.1 private: HTTPClient._connection_pool, built by HTTPClient.__init__.
+    pool = client._connection_pool
+    if type(pool) in _COUNTING:
+        # HTTPClient builds its ConnectionPool itself; give that instance the counting behaviour.
+        pool.__class__ = _COUNTING[type(pool)]
+        pool.counts, pool.wait_s = counts, wait_s
+
+
+def count_client_pool(pool: HTTPClientPool, counts: ConnectionCounts) -> None:
+    """Count an ``HTTPClientPool`` the locustfile made (or FastHttpSession made) into ``counts``, as it is.
+
+    Its settings (``concurrency``, timeouts, TLS context) stay; its per-host clients, those it
+    holds and those it makes from now on, count their connections. Waits are geventhttpclient's own.
+    """
+    if isinstance(pool, CountingHTTPClientPool):
+        return
+    if type(pool) is HTTPClientPool:
+        pool.__class__ = CountingHTTPClientPool
+        pool.counts, pool.wait_s = counts, None
+    for client in list(pool.clients.values()):
+        _count_client(client, counts, None)
 
 
 _COUNTING = {ConnectionPool: _CountingConnectionPool, SSLConnectionPool: _CountingSSLConnectionPool}

@@ -42,27 +42,33 @@ class PoolWaitExceeded(EmptyPoolError, ClosedPoolError):
 def _counting_connection(base: type[HTTPConnection], counts: ConnectionCounts) -> type[HTTPConnection]:
     class CountingConnection(base):  # type: ignore[valid-type,misc]
         _tcp_open = False
+        _tcp_s = 0.0
         _in_getresponse = False
 
         # urllib3 2.8.0 private: HTTPConnection._new_conn() makes the TCP connection (no TLS yet).
         def _new_conn(self) -> Any:
+            started = time.perf_counter()
             try:
                 sock = super()._new_conn()
             except Exception as exc:
                 counts.record_connect_error(exc)
                 raise
-            counts.record_connect(sock)
+            self._tcp_s = time.perf_counter() - started
+            counts.record_connect(sock, self._tcp_s)
             self._tcp_open = True
             return sock
 
         def connect(self) -> None:
             self._tcp_open = False
+            started = time.perf_counter()
             try:
                 super().connect()
             except Exception as exc:
                 if self._tcp_open:  # the TCP connection was made: the TLS handshake failed
                     counts.record_tls_error(exc)
                 raise
+            if self._tcp_open and isinstance(self, HTTPSConnection):
+                counts.record_tls(max(0.0, time.perf_counter() - started - self._tcp_s))
 
         def getresponse(self, *args: Any, **kwargs: Any) -> Any:
             # http.client closes the connection inside getresponse() exactly when the response
@@ -81,7 +87,11 @@ def _counting_connection(base: type[HTTPConnection], counts: ConnectionCounts) -
     return CountingConnection
 
 
-def _counting_pool(base: type[HTTPConnectionPool], conn_cls: type, counts: ConnectionCounts, wait_s: float) -> type:
+def _counting_pool(
+    base: type[HTTPConnectionPool], conn_cls: type, counts: ConnectionCounts, wait_s: float | None
+) -> type:
+    """``wait_s`` None: a blocking pool waits as urllib3 makes it (a locustfile's own pool)."""
+
     class CountingPool(base):  # type: ignore[valid-type,misc]
         ConnectionCls = conn_cls
         released_at = 0.0  # monotonic time a connection last came back
@@ -89,7 +99,7 @@ def _counting_pool(base: type[HTTPConnectionPool], conn_cls: type, counts: Conne
         # urllib3 2.8.0 private: HTTPConnectionPool._get_conn(timeout=None) waits forever when
         # blocking; requests never passes a pool timeout.
         def _get_conn(self, timeout: float | None = None) -> Any:
-            if not self.block or self.pool is None or not self.pool.empty():
+            if wait_s is None or not self.block or self.pool is None or not self.pool.empty():
                 return super()._get_conn(timeout=timeout)
             wait = PoolWait(counts, self.pool.maxsize, wait_s, self.released_at)
             try:
@@ -134,6 +144,41 @@ def counting_pool_manager(pool_size: int, block: bool, counts: ConnectionCounts,
         "https": _counting_pool(HTTPSConnectionPool, https, counts, wait_s),
     }
     return manager
+
+
+_COUNTED: dict[tuple[type, int], type] = {}  # (a pool or connection class, id(counts)) -> its counting class
+
+
+def _counting_class(cls: type, counts: ConnectionCounts) -> type:
+    key = (cls, id(counts))
+    if key not in _COUNTED:
+        if issubclass(cls, HTTPConnectionPool):
+            conn = _counting_class(cls.ConnectionCls, counts)
+            _COUNTED[key] = _counting_pool(cls, conn, counts, None)
+        else:
+            _COUNTED[key] = _counting_connection(cls, counts)
+        _COUNTED[(_COUNTED[key], id(counts))] = _COUNTED[key]  # counting twice is counting once
+    return _COUNTED[key]
+
+
+def count_pool_manager(manager: PoolManager, counts: ConnectionCounts) -> None:
+    """Count a ``PoolManager`` the locustfile made (or requests made for it) into ``counts``, as it is.
+
+    Its settings (``maxsize``, ``block``, TLS options, retries) stay; only its pool classes gain
+    counting subclasses, for the pools it makes from now on and for those it already holds. A
+    manager already counted is left alone.
+    """
+    if getattr(manager, "_keepalive_lab_counts", None) is counts:
+        return
+    manager.pool_classes_by_scheme = {
+        scheme: _counting_class(cls, counts) for scheme, cls in manager.pool_classes_by_scheme.items()
+    }
+    for key in list(manager.pools.keys()):
+        pool = manager.pools.get(key)
+        if pool is not None and type(pool) in (HTTPConnectionPool, HTTPSConnectionPool):
+            pool.__class__ = _counting_class(type(pool), counts)
+            pool.ConnectionCls = _counting_class(pool.ConnectionCls, counts)
+    manager._keepalive_lab_counts = counts
 
 
 def close_pool_manager(manager: PoolManager) -> None:
