@@ -57,7 +57,16 @@ class WebUI:
             finished = [f for f in folders if json.loads((f / "run.json").read_text())["status"] != "running"]
             return finished if len(finished) >= count else None
 
-        return wait_for(done, f"{count} finished run(s)", timeout_s=60)
+        folders = wait_for(done, f"{count} finished run(s)", timeout_s=60)
+        # Locust's /stats/requests is cached for 2 s, and its page takes the test's state from it:
+        # a page loaded before the cache says "stopped" would show the start form of a test that
+        # has not begun, and keep it.
+        wait_for(lambda: self.state() == "stopped", "Locust's stats to say stopped", timeout_s=30)
+        return folders
+
+    def state(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/stats/requests", timeout=5) as resp:
+            return json.loads(resp.read())["state"]
 
 
 @pytest.fixture
