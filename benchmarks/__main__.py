@@ -13,6 +13,7 @@ BENCHMARKS = {
     "report": "benchmarks.report_build",
     "churn": "benchmarks.churn_rate",
     "webui": "benchmarks.web_ui_cost",
+    "measure": "benchmarks.measure_overhead",
 }
 
 

@@ -35,7 +35,7 @@ PAIRS = [
 ]
 
 
-def locust_rps(locustfile: Path, host: str, extra: list[str]) -> float:
+def locust_rps(locustfile: Path | str, host: str, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable,

@@ -9,10 +9,14 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from keepalive_lab.options import OPTIONS, SERVER_OPTIONS, default_for
+from keepalive_lab.options import NOT_FOR_OWN_CLIENT, OPTIONS, SERVER_OPTIONS, default_for
 
 COMMANDS = (
     ("locust -f locustfiles/<scenario>.py [options]", "run a scenario (web UI, or --headless)"),
+    (
+        "locust -f mine.py,locustfiles/measure.py [options]",
+        "measure your own locustfile's HttpUser and FastHttpUser classes, as written",
+    ),
     ("python -m keepalive_lab.matrix matrices/seed.toml [--check]", "every seed scenario headless, then the report"),
     ("python -m keepalive_lab.lab [--port-range LO-HI] -- COMMAND", "run COMMAND in a private namespace (root)"),
     ("python -m keepalive_lab.sidecar --port PORT --out FILE [-- COMMAND]", "sample sockets to a CSV"),
@@ -29,7 +33,8 @@ def main() -> int:
     print("\nOptions added to locust (defaults: the scenario's user class attributes, else these):")
     for opt in OPTIONS:
         default = default_for(opt, None)
-        print(f"  {opt.flag} {opt.value_name}   [class attribute {opt.attr}; env {opt.env_var}]")
+        lab_only = "; LabUser scenarios only" if opt.attr in NOT_FOR_OWN_CLIENT else ""
+        print(f"  {opt.flag} {opt.value_name}   [class attribute {opt.attr}; env {opt.env_var}{lab_only}]")
         text = opt.help + (f"; default {default}" if default is not None and not opt.switch else "")
         print(textwrap.fill(text, width=96, initial_indent="      ", subsequent_indent="      "))
     print("\nWhere the suite serves Prometheus metrics:")

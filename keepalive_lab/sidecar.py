@@ -423,7 +423,7 @@ class SidecarProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=managed_child,
+            preexec_fn=_sidecar_child,
             start_new_session=True,  # a signal to Locust's process group is Locust's to handle
         )
 
@@ -518,6 +518,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feed", default=None, help=argparse.SUPPRESS)  # the run whose clients report (feed.py)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: a client to run and watch")
     return p
+
+
+# The sidecar's scheduling priority. On a machine whose cores Locust and the server keep busy, it
+# yields to them, so sampling costs the load little; each sample still records its own time.
+SIDECAR_NICE = 10
+
+
+def _sidecar_child() -> None:
+    managed_child()
+    os.nice(SIDECAR_NICE)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -195,9 +195,10 @@ class CountingHTTPClientPool(HTTPClientPool):
 def _count_client(client: Any, counts: ConnectionCounts, wait_s: float | None) -> None:
     # geventhttpclient 2.6.1 private: HTTPClient._connection_pool, built by HTTPClient.__init__.
     pool = client._connection_pool
-    if type(pool) in _COUNTING:
+    classes = _COUNTING if wait_s is not None else _MEASURED
+    if type(pool) in classes:
         # HTTPClient builds its ConnectionPool itself; give that instance the counting behaviour.
-        pool.__class__ = _COUNTING[type(pool)]
+        pool.__class__ = classes[type(pool)]
         pool.counts, pool.wait_s = counts, wait_s
 
 
@@ -205,18 +206,45 @@ def count_client_pool(pool: HTTPClientPool, counts: ConnectionCounts) -> None:
     """Count an ``HTTPClientPool`` the locustfile made (or FastHttpSession made) into ``counts``, as it is.
 
     Its settings (``concurrency``, timeouts, TLS context) stay; its per-host clients, those it
-    holds and those it makes from now on, count their connections. Waits are geventhttpclient's own.
+    holds and those it makes from now on, count their connects and closes, and nothing more per
+    request. Waits are geventhttpclient's own.
     """
-    if isinstance(pool, CountingHTTPClientPool):
+    if isinstance(pool, CountingHTTPClientPool) or isinstance(pool.clients, _CountingClients):
         return
-    if type(pool) is HTTPClientPool:
-        pool.__class__ = CountingHTTPClientPool
-        pool.counts, pool.wait_s = counts, None
-    for client in list(pool.clients.values()):
-        _count_client(client, counts, None)
+    # HTTPClientPool.clients: the per-host clients it made; a new one is stored there, once.
+    pool.clients = _CountingClients(counts, pool.clients)
+
+
+class _MeasuredConnectionPool(_CountingConnectionPool):
+    """A locustfile's own pool: connects and closes counted, and nothing else added per request."""
+
+    get_socket = ConnectionPool.get_socket
+    return_socket = ConnectionPool.return_socket
+    release_socket = ConnectionPool.release_socket
+
+
+class _MeasuredSSLConnectionPool(_CountingSSLConnectionPool):
+    get_socket = ConnectionPool.get_socket
+    return_socket = ConnectionPool.return_socket
+    release_socket = ConnectionPool.release_socket
 
 
 _COUNTING = {ConnectionPool: _CountingConnectionPool, SSLConnectionPool: _CountingSSLConnectionPool}
+_MEASURED = {ConnectionPool: _MeasuredConnectionPool, SSLConnectionPool: _MeasuredSSLConnectionPool}
+
+
+class _CountingClients(dict):
+    """An ``HTTPClientPool``'s ``clients`` (host, port) -> HTTPClient: each client it gains counts."""
+
+    def __init__(self, counts: ConnectionCounts, clients: dict) -> None:
+        super().__init__()
+        self.counts = counts
+        for key, client in clients.items():
+            self[key] = client
+
+    def __setitem__(self, key: Any, client: Any) -> None:
+        _count_client(client, self.counts, None)
+        super().__setitem__(key, client)
 
 
 def counting_client_pool(pool_size: int, counts: ConnectionCounts, wait_s: float, timeout_s: float = 60.0) -> Any:
