@@ -401,14 +401,16 @@ def default_for(option: Option, user_class: type | None) -> str | None:
     return None if value is None or value == "" else option.show(value)
 
 
-def add_arguments(parser: Any, shown: type | None) -> None:
+def add_arguments(parser: Any, shown: type | None, lab_users: bool = True) -> None:
     """Add every option to Locust's parser; ``shown`` is the user class whose defaults are displayed.
 
     In the web UI's start form a field reads "<dest in words> (<ui>; default <default>)"; a choice
     is a drop-down and an on/off option a checkbox. A bad value exits 2 with one line, before any
-    load starts.
+    load starts. Without ``lab_users`` (only locustfiles measured as written), the options that act
+    on LabUser scenarios alone stay off the form: a drop-down always sends a value.
     """
     for opt in OPTIONS:
+        in_form = lab_users or opt.attr not in NOT_FOR_OWN_CLIENT
         default = default_for(opt, shown) if shown is not None else None
         shown_default = default if default is not None else "the user class's"
         if opt.boolean or opt.switch:
@@ -418,7 +420,7 @@ def add_arguments(parser: Any, shown: type | None) -> None:
         help_text = f"{opt.ui}; default {shown_default}"
         if opt.switch:
             parser.add_argument(opt.flag, dest=opt.dest, action="store_true", default=value, env_var=opt.env_var,
-                                help=help_text, include_in_web_ui=True)  # fmt: skip
+                                help=help_text, include_in_web_ui=in_form)  # fmt: skip
             continue
         parser.add_argument(
             opt.flag,
@@ -429,7 +431,7 @@ def add_arguments(parser: Any, shown: type | None) -> None:
             env_var=opt.env_var,
             metavar=None if opt.choices else opt.value_name,
             help=help_text,
-            include_in_web_ui=True,
+            include_in_web_ui=in_form,
         )
     for flag, metavar, parse, default, help_text in SERVER_OPTIONS:
         parser.add_argument(flag, metavar=metavar, type=parse, default=default,

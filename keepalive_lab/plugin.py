@@ -68,7 +68,7 @@ def _exit_one_line(message: str) -> None:
 
 def on_init_command_line_parser(parser: Any, **_: Any) -> None:
     classes = list(dict.fromkeys(_lab_classes()))
-    add_arguments(parser, classes[0] if len(classes) == 1 else None)
+    add_arguments(parser, classes[0] if len(classes) == 1 else None, lab_users=bool(classes))
 
 
 def _nothing_measured(environment: Any) -> None:

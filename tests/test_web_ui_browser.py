@@ -256,3 +256,51 @@ def test_downloads_and_metrics_match_the_run_folder(web_ui, page):
     assert header
     assert values[("keepalive_time_wait", "client")] == float(final["client_time_wait"])
     assert values[("keepalive_port_range", "")] == float(final["port_range"])
+
+
+def test_a_locustfile_measured_as_written_shows_its_request_names_in_the_connections_tab(tmp_path, page, target):
+    # Locust's own fast_http_locust.py, unmodified, with the suite's measure.py beside it.
+    examples = ROOT / "tests" / "data" / "locust_examples"
+    port, run_dir = free_port(), tmp_path / "runs"
+    log = open(tmp_path / "locust.log", "wb")  # noqa: SIM115 - Locust's output, kept for a failing test
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", f"{examples / 'fast_http_locust.py'},{ROOT / 'locustfiles/measure.py'}",
+         "--web-host", "127.0.0.1", "--web-port", str(port), "--run-dir", str(run_dir), "-u", "4", "-r", "4",
+         "--host", target.url],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        ui = WebUI(f"http://127.0.0.1:{port}", run_dir)
+        wait_for(lambda: _reachable(ui.url), "the web UI")
+        accepted = target.stats()["connections_accepted"]
+        page.goto(ui.url)
+        # Only the options that act on a locustfile measured as written are in the form.
+        page.get_by_text("Custom parameters").click()
+        assert page.locator('[name="drain"]').count() == 0 and page.locator('[name="sampleInterval"]').count() == 1
+        shot(page, "web-ui-measured-form")
+        page.get_by_role("button", name="Start").click()
+        wait_for(lambda: list(run_dir.glob("*/sockets.csv")), "the test to start")
+        time.sleep(2)
+        page.get_by_role("button", name="Stop").click()
+        folder = ui.finished(1)[0]
+        run = json.loads((folder / "run.json").read_text())
+        assert run["status"] == "stopped" and run["settings"]["own_client"] is True
+        with open(folder / "connections.csv") as f:
+            by_name = {row["name"]: row for row in csv.DictReader(f)}
+        assert set(by_name) == {"/", "/stats/requests"}
+        page.goto(f"{ui.url}/?tab=connections")
+        wait_for(lambda: table_rows(page).get("Total"), "the Connections table")
+        page.wait_for_timeout(2500)  # one more poll: the figures of the finished run
+        shot(page, "web-ui-measured-locustfile")
+        rows = table_rows(page)
+        for name, row in by_name.items():
+            assert rows[name][1] == row["requests"] and rows[name][2] == row["connections_opened"], name
+            if row["connect_ms_mean"]:  # a name whose requests all reused a connection timed no connect
+                assert float(rows[name][9]) == pytest.approx(float(row["connect_ms_mean"]), abs=0.01)
+        assert int(rows["Total"][2]) == run["client_connections"]["opened"] == 4
+        assert target.stats()["connections_accepted"] - accepted == 4
+        assert page.console_errors == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
