@@ -67,7 +67,12 @@ def test_run_folder_is_complete(run_locust):
     run = r.run
     with open(r.folder / "connections.csv") as f:
         (row,) = list(csv.DictReader(f))  # one request name: the scenario's "/"
-    assert (row["name"], row["requests"], row["new_connection_requests"], row["connections_opened"]) == ("/", "3", "1", "1")
+    assert (row["name"], row["requests"], row["new_connection_requests"], row["connections_opened"]) == (
+        "/",
+        "3",
+        "1",
+        "1",
+    )
     assert float(row["reuse_pct"]) == pytest.approx(100 * 2 / 3, abs=0.01) and float(row["connect_ms_mean"]) > 0
     assert run["scenario"] == "sequential" and run["user_class"] == "SequentialUser"
     assert run["settings"]["requests_per_user"] == 3 and run["settings"]["think_time_s"] == 0.02
