@@ -7,7 +7,8 @@ LOCK := requirements.lock
 # The lowest versions pyproject.toml allows, and the fast subset of the tests that checks them.
 OLDEST := .venv-oldest
 OLDEST_LOCK := requirements-oldest.lock
-OLDEST_TESTS := tests/test_sequential.py tests/test_concurrent.py tests/test_sidecar.py tests/test_private_names.py
+OLDEST_TESTS := tests/test_sequential.py tests/test_concurrent.py tests/test_sidecar.py tests/test_private_names.py \
+	tests/test_measure.py tests/test_statuses.py
 COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --quiet --extra dev --generate-hashes --python-version 3.11 \
 	--python-platform linux --no-header
 

@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[str(s) for s in Status if s not in (Status.RUNNING, Status.COMPLETED)],
         default=[],
         metavar="STATUS",
-        help="also check runs with these statuses (stopped, interrupted, stuck, failed); by default a rule "
+        help="also check runs with these statuses (stopped, interrupted, stuck, degraded, failed); by default a rule "
         "checked against a run that did not complete fails",
     )
     for parser in (p, r, c):

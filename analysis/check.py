@@ -12,7 +12,7 @@ A rules file is TOML, one table per scenario, one bound per metric::
 
 Operators: ``==``, ``!=``, ``<=``, ``<``, ``>=``, ``>``. Metrics are the columns of
 ``summary.csv``. Each rule is checked against the newest run of each scenario it matches. A rule
-checked against a run that did not complete (stopped, interrupted, stuck, failed) fails, unless
+checked against a run that did not complete (stopped, interrupted, stuck, degraded, failed) fails, unless
 that status is allowed (``--allow-status``): its numbers do not describe the run that was asked for.
 An unknown metric or operator, a rule that matches no run, or a broken file is a
 :class:`RulesError` (exit code 2 at the edge).

@@ -137,6 +137,18 @@ def verdict_of(folder: Path) -> str | None:
     return f"{text}; {cost}" if cost else text
 
 
+def _lost(worker: dict[str, Any]) -> str:
+    """A lost worker in words: who, where, and what of its work the run still counts."""
+    when = worker.get("last_report_ts")
+    last = (
+        f"its last report, at {datetime.fromtimestamp(when, UTC).strftime('%H:%M:%S')} UTC, counted "
+        f"{worker.get('requests', 0)} requests and {worker.get('opened', 0)} connections opened; what it did "
+        "after is missing"
+        if when else "it never reported: its requests and connections are missing"
+    )  # fmt: skip
+    return f"worker {worker['id']} on host {worker['host']} stopped answering the master: {last}"
+
+
 class Run:
     """One test's run folder, open from test_start to test_stop (in the master or local process).
 
@@ -266,7 +278,8 @@ class Run:
         r.write(self.folder)
         if env.web_ui is not None:  # the web UI offers the run's report for download
             self._write_report()
-        code = {Status.FAILED: 1, Status.STUCK: 1, Status.INTERRUPTED: SIGNAL_EXIT_CODES.get(self.ending.signal, 1)}
+        code = {Status.FAILED: 1, Status.STUCK: 1, Status.DEGRADED: 1,
+                Status.INTERRUPTED: SIGNAL_EXIT_CODES.get(self.ending.signal, 1)}  # fmt: skip
         if r.status in code and env.process_exit_code is None:
             env.process_exit_code = code[r.status]
         log.info("run folder %s: status %s", self.folder, r.status)
@@ -284,6 +297,8 @@ class Run:
             return Status.FAILED, f"every request failed: {self._main_failure()}"
         if self.ending.signal:
             return Status.INTERRUPTED, f"stopped by {self.ending.signal} before the test ended"
+        if self.record.lost_workers:
+            return Status.DEGRADED, "; ".join(_lost(w) for w in self.record.lost_workers)
         if conns.pool_waits_cut:
             return Status.STUCK, (
                 f"{conns.pool_waits_cut} user(s) were still waiting for a connection when the test ended: "

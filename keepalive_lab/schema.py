@@ -205,6 +205,7 @@ class Status(StrEnum):
     STOPPED = "stopped"  # the web UI's STOP button ended it early
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM ended it early
     STUCK = "stuck"  # it ended (-t) while users waited for a connection that never came
+    DEGRADED = "degraded"  # a worker was lost: what it did after its last report is not counted
     FAILED = "failed"  # something broke: see status_reason
 
 
@@ -450,6 +451,9 @@ class RunRecord(Record):
     last_request_ts: float | None = None  # Unix time of the last request: the load's end
     target_connections_accepted: int | None = None
     sidecar: SidecarState = field(default_factory=SidecarState)
+    # Workers that stopped answering the master: id, host, last_report_ts and the counts of their
+    # last report ("opened", "requests"), which the run's totals include; nothing after it.
+    lost_workers: list[dict[str, Any]] = field(default_factory=list)
 
     def write(self, folder: Path) -> Path:
         return write_json_atomic(folder / RUN_JSON, self.to_dict())
@@ -620,7 +624,9 @@ class Column:
 SUMMARY: tuple[Column, ...] = (
     Column("run_id", "id", "the run folder's name: UTC start time and scenario"),
     Column("scenario", "text", "the scenario name (the gate's rules match it)"),
-    Column("status", "text", "completed, stopped, interrupted, stuck or failed (see run.json's status_reason)"),
+    Column(
+        "status", "text", "completed, stopped, interrupted, stuck, degraded or failed (see run.json's status_reason)"
+    ),
     Column("requests", "number", "requests made (Locust's Aggregated row)"),
     Column("failures", "number", "requests that failed (Locust's Aggregated row)"),
     Column("rps", "number", "requests per second (Locust's Aggregated row)"),

@@ -212,6 +212,7 @@ class Session:
             self.close_shared_pools()
         if self.link.is_master and self.run is not None:
             self.link.collect()
+            self.run.record.lost_workers = self.link.lost_workers()
         if self.run is not None:
             run, self.run = self.run, None
             self.last_run = run

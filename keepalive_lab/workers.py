@@ -44,6 +44,8 @@ class WorkerLink:
         self.runner = runner
         self.counts_by_worker: dict[str, ClientConnections] = {}
         self.flushed: set[str] = set()  # workers that answered the last MSG_FLUSH
+        self.started: list[str] = []  # the workers the current test started with
+        self.last_report: dict[str, tuple[float, int]] = {}  # worker -> (time, requests) of its last report
         if isinstance(runner, MasterRunner):
             runner.register_message(MSG_USER_DONE, lambda msg, **_: on_users_done(int(msg.data["count"])))
             runner.register_message(MSG_FLUSHED, lambda msg, **_: self.flushed.add(msg.node_id))
@@ -54,7 +56,8 @@ class WorkerLink:
     def announce_run(self, token: str | None) -> None:
         """Master: tell every worker the name its clients report under (before the users spawn)."""
         if self.is_master:
-            for worker in locust_compat.worker_ids(self.runner):
+            self.started = locust_compat.worker_ids(self.runner)
+            for worker in self.started:
                 self.runner.send_message(MSG_RUN, {"token": token}, client_id=worker)
 
     @property
@@ -65,7 +68,7 @@ class WorkerLink:
     def is_master(self) -> bool:
         return isinstance(self.runner, MasterRunner)
 
-    def _flush(self, _msg: Any, **_: Any) -> None:
+    def _flush(self, *_: Any, **__: Any) -> None:  # Locust passes the message by position or as msg=
         locust_compat.send_stats_now(self.runner)  # the stats message carries this worker's counts
         self.runner.send_message(MSG_FLUSHED, {})
 
@@ -82,9 +85,26 @@ class WorkerLink:
         """``worker_report``: keep the worker's latest counts."""
         if REPORT_KEY in data:
             self.counts_by_worker[client_id] = ClientConnections.from_dict(data[REPORT_KEY], f"worker {client_id}")
+            requests = int((data.get("stats_total") or {}).get("num_requests", 0))
+            before = self.last_report.get(client_id, (0.0, 0))[1]
+            self.last_report[client_id] = (time.time(), before + requests)  # stats reports carry deltas
 
     def reset(self) -> None:
         self.counts_by_worker.clear()
+        self.last_report.clear()
+        self.started = []
+
+    def lost_workers(self) -> list[dict[str, Any]]:
+        """The workers the test started with that did not answer the final flush (call after collect)."""
+        lost = []
+        for worker in self.started:
+            if worker in self.flushed:
+                continue
+            ts, requests = self.last_report.get(worker, (None, 0))
+            counts = self.counts_by_worker.get(worker)
+            lost.append({"id": worker, "host": worker.rsplit("_", 1)[0], "last_report_ts": ts,
+                         "requests": requests, "opened": counts.opened if counts else 0})  # fmt: skip
+        return lost
 
     def collect(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Make the workers stop their users and send their final stats (and connection counts).
@@ -93,15 +113,17 @@ class WorkerLink:
         master before the workers have been told anything; the run folder needs their last report.
         """
         runner = self.runner
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + timeout_s / 2
         if runner.user_count > 0:
             locust_compat.stop_worker_users(runner)
             while runner.user_count > 0 and time.monotonic() < deadline:
                 gevent.sleep(0.05)
-        # Workers report stats on a timer; ask each for its report now, and wait for the answers.
+        # Workers report stats on a timer; ask each for its report now, and wait for the answers
+        # (a worker that does not answer within its own time is lost: see lost_workers).
         workers = locust_compat.worker_ids(runner)
         self.flushed.clear()
         for worker in workers:
             runner.send_message(MSG_FLUSH, {}, client_id=worker)
+        deadline = time.monotonic() + timeout_s / 2
         while not set(workers) <= self.flushed and time.monotonic() < deadline:
             gevent.sleep(0.05)
