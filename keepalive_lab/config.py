@@ -136,6 +136,7 @@ class ScenarioConfig:
     target_delay_ms: int = 0
     target_body_bytes: int = 11
     target_tls: bool = False
+    target_bind: str = "127.0.0.1"
     sample_interval_s: float = 0.25
     no_sidecar: bool = False
     run_dir: str = RUN_DIR

@@ -38,6 +38,7 @@ from keepalive_lab.config import (
     TargetMode,
     check_combination,
 )
+from keepalive_lab.target import bind_address
 
 
 def _whole(minimum: int) -> Callable[[str], int]:
@@ -289,6 +290,16 @@ OPTIONS: tuple[Option, ...] = (
         parse=_on_off_word,
         show=_show_on_off,
         boolean=True,
+    ),
+    Option(
+        "--target-bind",
+        "target_bind",
+        "target_address",
+        "embedded target: the address it listens on",
+        "embedded target only: the address it listens on and workers connect to; 127.0.0.1 serves this host "
+        "alone, so workers on other hosts need an address of this host they can reach",
+        parse=bind_address,
+        metavar="ADDRESS",
     ),
     Option(
         "--target-delay-ms",

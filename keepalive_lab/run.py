@@ -178,6 +178,7 @@ class Run:
         # The name this run's clients report their connections under (keepalive_lab.feed).
         self.token = f"{self.folder.name}-{os.getpid()}"
         self.failed_reason = ""
+        self.refused = False  # a worker could not reach the embedded target: ended before any load
         self.target_baseline = servers.target_counts()
         opts = environment.parsed_options
         self.record = RunRecord(
@@ -280,7 +281,9 @@ class Run:
             self._write_report()
         code = {Status.FAILED: 1, Status.STUCK: 1, Status.DEGRADED: 1,
                 Status.INTERRUPTED: SIGNAL_EXIT_CODES.get(self.ending.signal, 1)}  # fmt: skip
-        if r.status in code and env.process_exit_code is None:
+        if self.refused:
+            env.process_exit_code = 2  # a setting that cannot work, found before any load
+        elif r.status in code and env.process_exit_code is None:
             env.process_exit_code = code[r.status]
         log.info("run folder %s: status %s", self.folder, r.status)
         print(self.summary_line(), file=sys.stderr, flush=True)

@@ -395,6 +395,7 @@ class TargetInfo(Record):
     delay_ms: int | None = None
     body_bytes: int | None = None
     tls: bool | None = None
+    bind: str | None = None  # the address it listened on
     peer: str | None = None
     peer_note: str | None = None
 

@@ -7,6 +7,7 @@ embedded target's counters, and stops it when Locust exits.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +34,12 @@ class Servers:
         server = self.target or self.peer
         return server.url if server is not None else None
 
+    def loopback_target(self) -> str | None:
+        """The embedded target's URL when it listens on loopback (this host only), else None."""
+        if self.target is None or not ipaddress.ip_address(self.target.settings["bind"]).is_loopback:
+            return None
+        return self.target.url
+
     def served(self, host: str | None) -> bool:
         """True for a URL of a server this process started (now or before), or no host at all."""
         return self.url is not None and (host is None or host in self._served)
@@ -49,7 +56,11 @@ class Servers:
             log.info("no --host given: %s (%s) at %s", cfg.peer, self.peer.note, self.peer.url)
             return self.peer.url
         self.target = TargetProcess(
-            mode=cfg.target_mode, delay_ms=cfg.target_delay_ms, body_bytes=cfg.target_body_bytes, tls=cfg.target_tls
+            mode=cfg.target_mode,
+            delay_ms=cfg.target_delay_ms,
+            body_bytes=cfg.target_body_bytes,
+            tls=cfg.target_tls,
+            bind=cfg.target_bind,
         )
         log.info("no --host given: embedded target (%s) at %s", cfg.target_mode, self.target.url)
         return self.target.url
@@ -67,7 +78,12 @@ class Servers:
             assert self.target is not None
             wanted = (
                 cfg.target_mode,
-                {"delay_ms": cfg.target_delay_ms, "body_bytes": cfg.target_body_bytes, "tls": cfg.target_tls},
+                {
+                    "delay_ms": cfg.target_delay_ms,
+                    "body_bytes": cfg.target_body_bytes,
+                    "tls": cfg.target_tls,
+                    "bind": cfg.target_bind,
+                },
             )
             changed = cfg.peer is not Peer.EMBEDDED or (self.target.mode, self.target.settings) != wanted
         if not changed:

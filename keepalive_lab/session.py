@@ -48,13 +48,14 @@ class Session:
         self.live = LiveView(self)
         self.feed_token: str | None = None  # the name this process's clients report under
         self.counts = ConnectionCounts()
-        self.link = WorkerLink(environment.runner, self.count_done, self.on_run_announced)
+        self.link = WorkerLink(environment.runner, self.count_done, self.on_run_announced, self.on_refused)
         self.shared_pools: dict[type, Any] = {}
         self.all_spawned = gevent.event.Event()
         self.users_done = 0
         self.users_started = 0
         self.ending = Ending()  # why the current test ends, as far as this process knows
         self.warned_uncounted = False
+        self.refusal: str | None = None  # a worker: why this test's users must make no request
 
     # -- roles -------------------------------------------------------------------------------
     @property
@@ -136,8 +137,21 @@ class Session:
             parts.append(self.counts.snapshot())
         return ClientConnections.total(parts)
 
+    def on_refused(self, reason: str) -> None:
+        """A worker cannot reach the embedded target. On the worker: its users make no request. On
+        the master: end the test, status failed with the reason, exit 2."""
+        if self.link.is_worker:
+            self.refusal = reason
+            return
+        if self.run is None or self.run.refused:
+            return
+        log.error("%s", reason)
+        self.run.failed_reason, self.run.refused = reason, True
+        gevent.spawn(self.end_test)
+
     def on_run_announced(self, token: str | None) -> None:
         """A worker learns the name its clients report under for the test that starts."""
+        self.refusal = None
         self.feed_token = token
         self.counts.feed.connect(token)
 
@@ -195,7 +209,7 @@ class Session:
                 self.environment.host = url
             self.run = Run(self.environment, configs, self.servers, self.end_test, self.connection_totals, self.ending)
             self.feed_token = self.run.token
-            self.link.announce_run(self.feed_token)
+            self.link.announce_run(self.feed_token, self.servers.loopback_target())
             # Locust started its clock before test_start, and the run's start (the sidecar's
             # first sample) holds the users back: restart it so requests/s counts the load only.
             self.environment.stats.reset_all()
@@ -235,6 +249,8 @@ def _counting_init(original: Callable[..., None], session: Session) -> Callable[
     @functools.wraps(original)
     def __init__(user: Any, *args: Any, **kwargs: Any) -> None:
         original(user, *args, **kwargs)
+        if session.refusal:  # the target cannot be reached from this host: no request at all
+            user.run = lambda *_, **__: None
         if not count_user_client(user, session.counts) and not session.warned_uncounted:
             session.warned_uncounted = True
             log.warning("%s's client is neither Locust's HttpSession nor its FastHttpSession: its connections "

@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import ipaddress
 import json
 import os
 import signal
@@ -288,13 +289,13 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any]:
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.tls_cert, args.tls_key)
-    srv = await loop.create_server(lambda: _Connection(server), BIND_HOST, args.port, backlog=4096, ssl=tls)
+    srv = await loop.create_server(lambda: _Connection(server), args.bind, args.port, backlog=4096, ssl=tls)
     port = srv.sockets[0].getsockname()[1]
     # A second listener that answers only /_stats, so that reading the counters never adds a
     # socket (or a TIME_WAIT) on the target port that the sidecar is watching.
     control = await loop.create_server(lambda: _Connection(server, control=True), BIND_HOST, 0)
     control_port = control.sockets[0].getsockname()[1]
-    print(f"{'https' if tls else 'http'}://{BIND_HOST}:{port}", flush=True)
+    print(f"{'https' if tls else 'http'}://{url_host(args.bind)}:{port}", flush=True)
     print(f"control http://{BIND_HOST}:{control_port}{STATS_PATH}", flush=True)
     done = asyncio.Event()
     # Run by the plugin (--parent-pid), a terminal's Ctrl-C is Locust's to handle: the target
@@ -328,13 +329,42 @@ def _mode(text: str) -> TargetMode:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def url_host(address: str) -> str:
+    """An IP address as a URL's host: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
+def bind_address(text: str) -> str:
+    """An IP address of this host to listen on; not a wildcard, since clients are given it as the URL."""
+    try:
+        address = ipaddress.ip_address(str(text).strip())
+    except ValueError:
+        address = None
+    if address is None or address.is_unspecified:
+        raise ValueError(BIND_HELP)
+    return str(address)
+
+
+BIND_HELP = "an IP address of this host that clients can reach (not a wildcard such as 0.0.0.0)"
+
+
+def _bind(text: str) -> str:
+    try:
+        return bind_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; use {BIND_HELP}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m keepalive_lab.target",
-        description="HTTP target on 127.0.0.1 that counts connections, requests and who closed each "
+        description="HTTP target (on 127.0.0.1 unless --bind says otherwise) that counts connections, requests and "
+        "who closed each "
         "connection. Prints its URL, then serves until SIGINT or SIGTERM.",
     )
     p.add_argument("--port", type=_nonneg_int, default=0, help="TCP port; 0 picks a free one (default 0)")
+    p.add_argument("--bind", type=_bind, default=BIND_HOST, metavar="ADDRESS",
+                   help=f"the address to listen on (default {BIND_HOST}: this host only)")  # fmt: skip
     p.add_argument("--mode", type=_mode, default=TargetMode("keepalive"), help=f"{MODE_HELP} (default keepalive)")
     p.add_argument("--delay-ms", type=_nonneg_int, default=DEFAULTS.target_delay_ms,
                    help=f"wait before each response (default {DEFAULTS.target_delay_ms})")  # fmt: skip
@@ -373,9 +403,10 @@ class TargetProcess:
         stats_out: str | os.PathLike[str] | None = None,
         port: int = 0,
         tls: bool = False,
+        bind: str = BIND_HOST,
     ) -> None:
         self.mode = TargetMode.parse(mode)
-        self.settings: dict[str, Any] = {"delay_ms": delay_ms, "body_bytes": body_bytes, "tls": tls}
+        self.settings: dict[str, Any] = {"delay_ms": delay_ms, "body_bytes": body_bytes, "tls": tls, "bind": bind}
         cmd = [
             sys.executable,
             "-P",
@@ -391,6 +422,8 @@ class TargetProcess:
             str(body_bytes),
             "--parent-pid",
             str(os.getpid()),
+            "--bind",
+            bind,
         ]
         self.stats_out = Path(stats_out) if stats_out else None
         if self.stats_out:
@@ -398,7 +431,7 @@ class TargetProcess:
         self._tls_dir = None
         if tls:  # a self-signed certificate, for this target's life
             self._tls_dir = tempfile.TemporaryDirectory(prefix="keepalive-lab-tls-")
-            cert, key = self_signed(Path(self._tls_dir.name))
+            cert, key = self_signed(Path(self._tls_dir.name), host=bind)
             cmd += ["--tls-cert", str(cert), "--tls-key", str(key)]
         self.proc = subprocess.Popen(
             cmd,

@@ -116,7 +116,7 @@ class LabUser(User):
         return self.config.think_time_s
 
     def on_start(self) -> None:
-        if not self.session.admit_user(budgeted=self.config.requests_per_user > 0):
+        if self.session.refusal or not self.session.admit_user(budgeted=self.config.requests_per_user > 0):
             raise StopUser()
         if self.config.client_type is ClientType.FASTHTTP and self.config.drain is not Drain.FULL:
             no_reuse()  # a body that came with the headers is already read: close its connection

@@ -12,13 +12,19 @@ custom messages (``runner.register_message``):
 ``keepalive_lab_flushed`` (worker → master)
     sent.
 ``keepalive_lab_run`` (master → worker)
-    a test starts: the name its clients report their connections under (:mod:`keepalive_lab.feed`).
+    a test starts: the name its clients report their connections under (:mod:`keepalive_lab.feed`),
+    the master's host, and whether the embedded target listens on loopback.
+``keepalive_lab_refuse`` (worker → master)
+    this worker is on another host than a loopback-only embedded target: the test must not start.
+
+A host is a hostname plus a network namespace (:func:`host_identity`).
 """
 
 from __future__ import annotations
 
 from locust.runners import MasterRunner, WorkerRunner
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,21 +33,35 @@ import gevent
 
 from keepalive_lab import locust_compat
 from keepalive_lab.clients.counts import ConnectionCounts
+from keepalive_lab.netns import namespace_of
 from keepalive_lab.schema import ClientConnections
 
 MSG_USER_DONE = "keepalive_lab_user_done"
 MSG_FLUSH = "keepalive_lab_flush"
 MSG_FLUSHED = "keepalive_lab_flushed"
 MSG_RUN = "keepalive_lab_run"
+MSG_REFUSE = "keepalive_lab_refuse"
 REPORT_KEY = "keepalive_lab_connections"
 STOP_TIMEOUT_S = 10.0
+
+
+def host_identity() -> dict[str, Any]:
+    """This process's host: its hostname and network namespace (two namespaces are two hosts)."""
+    return {"hostname": socket.gethostname(), "netns": namespace_of()}
 
 
 class WorkerLink:
     """One Locust process's side of the messages: a master, a worker, or neither (local runner)."""
 
-    def __init__(self, runner: Any, on_users_done: Callable[[int], None], on_run: Callable[[str | None], None]) -> None:
+    def __init__(
+        self,
+        runner: Any,
+        on_users_done: Callable[[int], None],
+        on_run: Callable[[str | None], None],
+        on_refused: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         self.runner = runner
+        self.on_run, self.on_refused = on_run, on_refused
         self.counts_by_worker: dict[str, ClientConnections] = {}
         self.flushed: set[str] = set()  # workers that answered the last MSG_FLUSH
         self.started: list[str] = []  # the workers the current test started with
@@ -49,16 +69,37 @@ class WorkerLink:
         if isinstance(runner, MasterRunner):
             runner.register_message(MSG_USER_DONE, lambda msg, **_: on_users_done(int(msg.data["count"])))
             runner.register_message(MSG_FLUSHED, lambda msg, **_: self.flushed.add(msg.node_id))
+            runner.register_message(MSG_REFUSE, lambda msg, **_: on_refused(str(msg.data["reason"])))
         elif isinstance(runner, WorkerRunner):
             runner.register_message(MSG_FLUSH, self._flush)
-            runner.register_message(MSG_RUN, lambda msg, **_: on_run(msg.data.get("token")))
+            runner.register_message(MSG_RUN, lambda msg, **_: self._run_announced(msg.data))
 
-    def announce_run(self, token: str | None) -> None:
-        """Master: tell every worker the name its clients report under (before the users spawn)."""
+    def announce_run(self, token: str | None, loopback_target: str | None = None) -> None:
+        """Master: tell every worker the name its clients report under (before the users spawn).
+
+        ``loopback_target``: the URL of an embedded target that listens on loopback, which only
+        workers on this host can reach.
+        """
         if self.is_master:
             self.started = locust_compat.worker_ids(self.runner)
+            data = {"token": token, "host": host_identity(), "loopback_target": loopback_target}
             for worker in self.started:
-                self.runner.send_message(MSG_RUN, {"token": token}, client_id=worker)
+                self.runner.send_message(MSG_RUN, data, client_id=worker)
+
+    def _run_announced(self, data: dict[str, Any]) -> None:
+        self.on_run(data.get("token"))
+        target, master = data.get("loopback_target"), data.get("host") or {}
+        here = host_identity()
+        if target and master and here != master:
+            where = f"host {here['hostname']}" + (" (another network namespace)" if
+                                                  here["hostname"] == master.get("hostname") else "")  # fmt: skip
+            reason = (
+                f"a worker on {where} cannot reach the embedded target at {target}: it listens on the loopback "
+                f"of the master's host ({master.get('hostname')}); give --target-bind an address of that host the "
+                "workers reach, or --host a server they all reach"
+            )
+            self.on_refused(reason)  # this worker's users make no request
+            self.runner.send_message(MSG_REFUSE, {"reason": reason})
 
     @property
     def is_worker(self) -> bool:

@@ -1,0 +1,115 @@
+"""A worker on another host: a network namespace of its own, joined to this one by a veth pair.
+
+The embedded target listens on 127.0.0.1 by default, which the other host cannot reach: the test
+is refused before any load. With --target-bind an address of the master's host, it runs, and
+the connection counts are exact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import locust_command, only_run_folder, requires_netns
+
+from keepalive_lab.peers import free_port
+
+pytestmark = requires_netns
+
+
+class TwoHosts:
+    """A network namespace ("the other host") and a veth pair: ``here`` on this side, ``there`` on its side."""
+
+    def __init__(self) -> None:
+        n = os.getpid() % 250 + 1
+        self.ns, self.veth = f"kl-test-{os.getpid()}", f"klt{os.getpid() % 100000}"
+        self.here, self.there = f"10.231.{n}.1", f"10.231.{n}.2"
+
+    def __enter__(self) -> TwoHosts:
+        for cmd in (
+            ["ip", "netns", "add", self.ns],
+            ["ip", "link", "add", self.veth + "a", "type", "veth", "peer", "name", self.veth + "b"],
+            ["ip", "link", "set", self.veth + "b", "netns", self.ns],
+            ["ip", "addr", "add", f"{self.here}/30", "dev", self.veth + "a"],
+            ["ip", "link", "set", self.veth + "a", "up"],
+            ["ip", "netns", "exec", self.ns, "ip", "addr", "add", f"{self.there}/30", "dev", self.veth + "b"],
+            ["ip", "netns", "exec", self.ns, "ip", "link", "set", self.veth + "b", "up"],
+            ["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"],
+        ):
+            subprocess.run(cmd, check=True, capture_output=True)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)  # takes its end of the veth pair along
+        subprocess.run(["ip", "link", "del", self.veth + "a"], capture_output=True)
+
+
+def master_and_remote_worker(tmp_path: Path, hosts: TwoHosts, *args: str) -> tuple[int, str, Path | None]:
+    """A headless master here, bound to the veth address, and one worker on the other host."""
+    port, run_dir = free_port(), tmp_path / "runs"
+    master = subprocess.Popen(
+        locust_command("sequential.py", "--headless", "--master", "--master-bind-host", hosts.here,
+                       "--master-bind-port", str(port), "--expect-workers", "1", "--run-dir", str(run_dir),
+                       "--think-time", "0.05", *args),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        ["ip", "netns", "exec", hosts.ns,
+         *locust_command("sequential.py", "--worker", "--master-host", hosts.here, "--master-port", str(port))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, _ = master.communicate(timeout=90)
+    finally:
+        for proc in (master, worker):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return master.returncode, out, only_run_folder(run_dir)
+
+
+def test_a_remote_worker_is_refused_a_loopback_target_before_any_load(tmp_path):
+    import json
+
+    with TwoHosts() as hosts:
+        code, out, folder = master_and_remote_worker(tmp_path, hosts)
+    assert code == 2, out
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "failed"
+    assert run["status_reason"].startswith(
+        "a worker on host " + os.uname().nodename + " (another network namespace) cannot reach the embedded target at "
+        "http://127.0.0.1:"
+    )
+    assert "give --target-bind an address of that host the workers reach" in run["status_reason"]
+    assert run["requests"] == 0 and run["client_connections"]["opened"] == 0  # no load at all
+    assert run["target_connections_accepted"] == 0
+    errors = [line for line in out.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and run["status_reason"] in errors[0]
+
+
+def test_a_target_bound_to_an_address_the_worker_reaches_is_counted_exactly(tmp_path):
+    import json
+
+    with TwoHosts() as hosts:
+        code, out, folder = master_and_remote_worker(tmp_path, hosts, "--target-bind", hosts.here)
+        run = json.loads((folder / "run.json").read_text())
+    assert code == 0, out
+    assert run["status"] == "completed", run["status_reason"]
+    assert run["host"] == f"http://{hosts.here}:{run['host'].rsplit(':', 1)[1]}"
+    assert run["target"]["bind"] == hosts.here
+    assert run["requests"] == 10
+    assert run["client_connections"]["opened"] == run["target_connections_accepted"] == 1
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "localhost", "::"])
+def test_a_target_bind_that_is_no_usable_address_is_refused_in_one_line(run_locust, value):
+    r = run_locust("sequential.py", "--target-bind", value, "-u", "1")
+    assert r.returncode == 2 and r.folder is None and "Traceback" not in r.output
+    errors = [line for line in r.output.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, r.output
+    assert errors[0].endswith(
+        f"error: argument --target-bind: {value!r} is not valid; use an IP address of this host that clients can "
+        "reach (not a wildcard such as 0.0.0.0)"
+    )
