@@ -455,6 +455,12 @@ class RunRecord(Record):
     # Workers that stopped answering the master: id, host, last_report_ts and the counts of their
     # last report ("opened", "requests"), which the run's totals include; nothing after it.
     lost_workers: list[dict[str, Any]] = field(default_factory=list)
+    # With workers: one entry per worker ("id", "host", "netns" and its WORKER_COUNTS), and the
+    # same counts summed per host ("host", "netns", "workers": their ids). Empty in a local run.
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    processes: int | None = None  # the processes that ran users (1 without workers)
+    pools: int | None = None  # the connection pools that existed: per process per class, or per user
 
     def write(self, folder: Path) -> Path:
         return write_json_atomic(folder / RUN_JSON, self.to_dict())
@@ -467,6 +473,47 @@ class RunRecord(Record):
             raise SchemaError(f"{path}: status {record.status!r} is not one of: {', '.join(Status)}")
         record.status = Status(record.status)
         return record
+
+
+# The counts run.json gives per worker and per host.
+WORKER_COUNTS = (
+    "opened", "closed_by_client", "reset_by_client", "closed_by_server", "closed_at_end", "discarded",
+    "connect_errors", "tls_errors",
+)  # fmt: skip
+
+
+def per_worker(counts: dict[str, ClientConnections], hosts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """run.json's ``workers``: each worker's counts, with its host (hostname and network namespace)."""
+    out = []
+    for worker, c in sorted(counts.items()):
+        host = hosts.get(worker) or {"hostname": worker.rsplit("_", 1)[0], "netns": None}
+        out.append({"id": worker, "host": host["hostname"], "netns": host.get("netns"),
+                    **{k: getattr(c, k) or 0 for k in WORKER_COUNTS},
+                    "addr_not_available": c.addr_not_available,
+                    "first_addr_not_available_ts": c.first_addr_not_available_ts,
+                    "opened_before_addr_not_available": c.opened_before_addr_not_available})  # fmt: skip
+    return out
+
+
+def per_host(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """run.json's ``hosts``: the workers' counts summed per host; the earliest errno 99 of the host."""
+    hosts: dict[tuple[str, Any], dict[str, Any]] = {}
+    for w in workers:
+        h = hosts.setdefault((w["host"], w["netns"]), {"host": w["host"], "netns": w["netns"], "workers": [],
+                                                        **{k: 0 for k in (*WORKER_COUNTS, "addr_not_available")},
+                                                        "first_addr_not_available_ts": None,
+                                                        "opened_before_addr_not_available": None})  # fmt: skip
+        h["workers"].append(w["id"])
+        for k in (*WORKER_COUNTS, "addr_not_available"):
+            h[k] += w[k]
+        ts = w["first_addr_not_available_ts"]
+        if ts is not None and (h["first_addr_not_available_ts"] is None or ts < h["first_addr_not_available_ts"]):
+            h["first_addr_not_available_ts"] = ts
+        if w["opened_before_addr_not_available"]:
+            h["opened_before_addr_not_available"] = (h["opened_before_addr_not_available"] or 0) + w[
+                "opened_before_addr_not_available"
+            ]
+    return list(hosts.values())
 
 
 RUN_JSON_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunRecord))

@@ -28,7 +28,7 @@ from keepalive_lab.config import ClientType, ConfigError, PoolScope, ScenarioCon
 from keepalive_lab.live import LiveView
 from keepalive_lab.options import OPTIONS_BY_DEST, lab_only_given, resolve
 from keepalive_lab.run import GREENLET_CRASHED, Ending, Run
-from keepalive_lab.schema import ClientConnections
+from keepalive_lab.schema import ClientConnections, per_host, per_worker
 from keepalive_lab.servers import Servers
 from keepalive_lab.workers import WorkerLink
 
@@ -227,7 +227,13 @@ class Session:
         if self.link.is_master and self.run is not None:
             self.link.collect()
             self.run.record.lost_workers = self.link.lost_workers()
+            self.run.record.workers = per_worker(self.link.counts_by_worker, self.link.hosts)
+            self.run.record.hosts = per_host(self.run.record.workers)
         if self.run is not None:
+            processes = max(1, len(self.link.counts_by_worker)) if self.link.is_master else 1
+            users = locust_compat.target_user_count(self.environment.runner) if self.environment.runner else None
+            self.run.record.processes = processes
+            self.run.record.pools = pools_of(list(self.configs.values()), processes, users)
             run, self.run = self.run, None
             self.last_run = run
             run.finish()
@@ -243,6 +249,18 @@ class Session:
             self.environment.runner.stop()
         if self.run is not None:  # the runner had nothing to stop
             self.on_test_stop()
+
+
+def pools_of(configs: list[ScenarioConfig], processes: int, users: int | None) -> int | None:
+    """How many connection pools existed: one per process for each shared-pool scenario, one per user
+    for user-scoped ones; None where a class measured as written keeps its own, or it cannot be told."""
+    if not configs or any(c.own_client for c in configs):
+        return None
+    if all(c.pool_scope is PoolScope.SHARED for c in configs):
+        return processes * len(configs)
+    if all(c.pool_scope is PoolScope.USER for c in configs) and users:
+        return int(users)
+    return None
 
 
 def _counting_init(original: Callable[..., None], session: Session) -> Callable[..., None]:

@@ -42,12 +42,21 @@ MSG_FLUSHED = "keepalive_lab_flushed"
 MSG_RUN = "keepalive_lab_run"
 MSG_REFUSE = "keepalive_lab_refuse"
 REPORT_KEY = "keepalive_lab_connections"
+HOST_KEY = "keepalive_lab_host"  # with each report: the worker's host (host_identity)
 STOP_TIMEOUT_S = 10.0
 
 
 def host_identity() -> dict[str, Any]:
     """This process's host: its hostname and network namespace (two namespaces are two hosts)."""
     return {"hostname": socket.gethostname(), "netns": namespace_of()}
+
+
+_IDENTITY: dict[str, Any] = {}
+
+
+def _identity() -> dict[str, Any]:
+    _IDENTITY.update(host_identity())
+    return _IDENTITY
 
 
 class WorkerLink:
@@ -66,6 +75,7 @@ class WorkerLink:
         self.flushed: set[str] = set()  # workers that answered the last MSG_FLUSH
         self.started: list[str] = []  # the workers the current test started with
         self.last_report: dict[str, tuple[float, int]] = {}  # worker -> (time, requests) of its last report
+        self.hosts: dict[str, dict[str, Any]] = {}  # worker -> its host_identity()
         if isinstance(runner, MasterRunner):
             runner.register_message(MSG_USER_DONE, lambda msg, **_: on_users_done(int(msg.data["count"])))
             runner.register_message(MSG_FLUSHED, lambda msg, **_: self.flushed.add(msg.node_id))
@@ -121,9 +131,12 @@ class WorkerLink:
     def add_counts(data: dict[str, Any], counts: ConnectionCounts) -> None:
         """``report_to_master``: this worker's counts go with its stats report."""
         data[REPORT_KEY] = counts.snapshot().to_dict()
+        data[HOST_KEY] = _IDENTITY or _identity()
 
     def take_counts(self, client_id: str, data: dict[str, Any]) -> None:
         """``worker_report``: keep the worker's latest counts."""
+        if HOST_KEY in data:
+            self.hosts[client_id] = data[HOST_KEY]
         if REPORT_KEY in data:
             self.counts_by_worker[client_id] = ClientConnections.from_dict(data[REPORT_KEY], f"worker {client_id}")
             requests = int((data.get("stats_total") or {}).get("num_requests", 0))

@@ -125,15 +125,20 @@ def run_locust(tmp_path: Path):
         run_dir = tmp_path / f"runs-{len(calls)}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         cmd = locust_command(locustfile, "--headless", "--run-dir", str(run_dir), *args)
-        proc = subprocess.run(
-            in_namespace(cmd) if isolated else cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            cwd=tmp_path,
-            env=env,
-        )
-        return LocustRun(proc.returncode, proc.stdout + proc.stderr, only_run_folder(run_dir))
+        out_path = tmp_path / f"locust-{len(calls)}.out"
+        with open(out_path, "w") as out:
+            # Its own process group: whatever it leaves (a --processes worker, say) is ended with it.
+            proc = subprocess.Popen(in_namespace(cmd) if isolated else cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    text=True, cwd=tmp_path, env=env, start_new_session=True)  # fmt: skip
+            try:
+                returncode = proc.wait(timeout=timeout_s)
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        return LocustRun(returncode, out_path.read_text(), only_run_folder(run_dir))
 
     return run
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import locust_command, only_run_folder, requires_netns
 
+from keepalive_lab.netns import namespace_of
 from keepalive_lab.peers import free_port
 
 pytestmark = requires_netns
@@ -101,6 +102,11 @@ def test_a_target_bound_to_an_address_the_worker_reaches_is_counted_exactly(tmp_
     assert run["target"]["bind"] == hosts.here
     assert run["requests"] == 10
     assert run["client_connections"]["opened"] == run["target_connections_accepted"] == 1
+    # The worker's host is the other namespace, and its counts are the run's.
+    (worker,) = run["workers"]
+    (host,) = run["hosts"]
+    assert host["netns"] != namespace_of() and host["workers"] == [worker["id"]] and host["opened"] == 1
+    assert run["processes"] == 1 and run["pools"] == 1  # sequential.py: one user, its own pool
 
 
 @pytest.mark.parametrize("value", ["0.0.0.0", "localhost", "::"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import textwrap
@@ -164,6 +165,11 @@ def test_processes_sum_every_worker(run_locust, nginx):
     conns = r.run["client_connections"]
     assert conns["opened"] == accepted == 4
     assert sum(int(n["requests"]) for n in by_name(r.folder).values()) == r.run["requests"]
+    # Each worker's counts, and their sum for the one host both ran on.
+    workers, (host,) = r.run["workers"], r.run["hosts"]
+    assert len(workers) == 2 == r.run["processes"] and sorted(host["workers"]) == sorted(w["id"] for w in workers)
+    assert sum(w["opened"] for w in workers) == host["opened"] == 4
+    assert host["host"] == os.uname().nodename and r.run["pools"] is None  # the users' own pools
 
 
 @requires_nginx

@@ -179,11 +179,14 @@ def test_a_lost_worker_makes_the_run_degraded_naming_it(tmp_path):
         workers = [c for c in children if "locust" in " ".join(c.cmdline())]
         assert len(workers) == 2, children
         workers[0].kill()  # SIGKILL: it sends nothing more
-        out, _ = proc.communicate(timeout=90)
+        proc.wait(timeout=90)  # the master; the other worker, whatever it does, is ended below
     finally:
-        if proc.poll() is None:
+        try:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    out = proc.stdout.read()
     assert proc.returncode == 1, out
     folder = only_run_folder(run_dir)
     run = json.loads((folder / "run.json").read_text())
