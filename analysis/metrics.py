@@ -140,11 +140,20 @@ def sample_figures(run: dict[str, Any], s: pd.DataFrame) -> dict[str, float]:
     out["peak_host_ports_in_use"] = _peak(s, "host_ports_in_use")
     out["sampled_port_range"] = _peak(s, "port_range")
     start, end = load_window(run, s)
+    ran_out = not math.isnan(_num(run.get("first_addr_not_available_ts")))
     if not math.isnan(end):
         for column, key in (("client_time_wait_churned", "kernel_churned"),
                             ("server_time_wait_entered", "kernel_server_entered")):  # fmt: skip
             if s[column].notna().any():
-                out[key] = _at_or_after(s, column, end) - _num(s[column].iloc[0])
+                if column == "client_time_wait_churned" and not ran_out:
+                    # After its last request a run's client closes only what its end closes, and the
+                    # report of such a close can reach the sidecar after the sample that first saw
+                    # its TIME_WAIT (the sidecar then moves it out of the churn): the last sample
+                    # holds every correction.
+                    last = _num(s[column].iloc[-1])
+                else:
+                    last = _at_or_after(s, column, end)
+                out[key] = last - _num(s[column].iloc[0])
     return out
 
 
