@@ -11,6 +11,7 @@ import re
 import subprocess
 import textwrap
 import urllib.request
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -157,7 +158,15 @@ def test_locusts_httpuser_example_over_https_counts_each_handshake_its_certifica
     assert r.run["status"] == "failed" and r.returncode == 1
 
 
+LOCUST_VERSION = tuple(int(x) for x in metadata.version("locust").split(".")[:2])
+
+
 @requires_nginx
+@pytest.mark.skipif(
+    LOCUST_VERSION < (2, 47),
+    reason="known limit (README, Versions): with the oldest Locust, a --processes run of a measured locustfile "
+    "sometimes leaves its run folder unfinished",
+)
 def test_processes_sum_every_worker(run_locust, nginx):
     r, accepted = measured(run_locust, nginx, "fast_http_locust.py", "http", "--processes", "2", "-u", "4", "-r", "4",
                            "-t", "3s")  # fmt: skip
