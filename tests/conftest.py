@@ -100,6 +100,15 @@ def start_locust(tmp_path: Path, locustfile: str, *args: str) -> tuple[Any, Path
     return proc, run_dir
 
 
+def end_group(proc: subprocess.Popen) -> None:
+    """SIGKILL what is left of a process group started with start_new_session (a lingering worker)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def only_run_folder(run_dir: Path) -> Path | None:
     folders = sorted(p for p in run_dir.iterdir() if p.is_dir()) if run_dir.exists() else []
     assert len(folders) <= 1, folders
@@ -133,11 +142,7 @@ def run_locust(tmp_path: Path):
             try:
                 returncode = proc.wait(timeout=timeout_s)
             finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+                end_group(proc)
         return LocustRun(returncode, out_path.read_text(), only_run_folder(run_dir))
 
     return run

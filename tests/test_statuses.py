@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import locust_command, only_run_folder, start_locust, wait_for
+from conftest import end_group, locust_command, only_run_folder, start_locust, wait_for
 
 from keepalive_lab.peers import free_port
 
@@ -181,11 +181,7 @@ def test_a_lost_worker_makes_the_run_degraded_naming_it(tmp_path):
         workers[0].kill()  # SIGKILL: it sends nothing more
         proc.wait(timeout=90)  # the master; the other worker, whatever it does, is ended below
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        end_group(proc)
     out = proc.stdout.read()
     assert proc.returncode == 1, out
     folder = only_run_folder(run_dir)
