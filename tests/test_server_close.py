@@ -53,8 +53,13 @@ def test_python_http_server_closes_every_connection(run_locust):
     assert s["connections_per_request"] == 1.0
     # It writes the response, then shuts the socket: a client that closes right after reading
     # sometimes beats its FIN, so a few TIME_WAIT land on the client; most are the server's.
-    # When both close at once (a simultaneous close), both sides hold one: so at least 100.
-    assert s["peak_server_time_wait"] + s["peak_client_time_wait"] >= 100
+    # When both close at once (a simultaneous close), both sides hold one: so at least 100, less
+    # the connections still closing at the last sample (the client has yet to close a socket the
+    # server has shut: CLOSE_WAIT on its side, FIN_WAIT_2 on the server's).
+    last = pd.read_csv(r.folder / "sockets.csv").iloc[-1]
+    closing = max(last["client_close_wait"] + last["client_other"], last["server_close_wait"] + last["server_other"])
+    assert closing <= 2
+    assert s["peak_server_time_wait"] + s["peak_client_time_wait"] + closing >= 100
     assert s["server_time_wait_pct"] >= 50
     assert "the server closes every connection (HTTP/1.0)" in s["verdict_line"]
 
