@@ -32,6 +32,10 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("locust.runners", "Runner.target_user_count"),
     ("locust.log", "unhandled_greenlet_exception"),
     ("locust.html", "get_html_report"),
+    ("locust.runners", "WorkerNodes.missing"),
+    ("locust.runners", "WorkerNode.user_classes_count"),
+    ("locust.runners", "MasterRunner.heartbeat_worker"),
+    ("locust.stats", "StatsCSV._failures_data_rows"),
     ("locust.stats", "StatsCSVFileWriter._stats_history_data_rows"),
     ("locust.stats", "StatsCSVFileWriter.stats_history_file_name"),
     ("locust.stats", "StatsCSVFileWriter.close_files"),
@@ -41,6 +45,32 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
 def worker_ids(runner: Any) -> list[str]:
     """The ids of the workers connected to a master (``MasterRunner.clients.all``)."""
     return [client.id for client in runner.clients.all]
+
+
+def answering_worker_ids(runner: Any) -> list[str]:
+    """The workers of a master that still answer: connected and not marked missing (no heartbeat for
+    ``HEARTBEAT_LIVENESS`` seconds)."""
+    missing = {client.id for client in runner.clients.missing}
+    return [client.id for client in runner.clients.all if client.id not in missing]
+
+
+def worker_user_counts(runner: Any) -> dict[str, int]:
+    """Each connected worker's users, as a master last heard them (``WorkerNode.user_classes_count``,
+    which Locust empties when it marks the worker missing)."""
+    return {client.id: sum(client.user_classes_count.values()) for client in runner.clients.all}
+
+
+def before_master_start(runner: Any, hook: Callable[[], None]) -> None:
+    """Call ``hook()`` each time the master's ``start()`` is about to run. Locust also calls it during
+    a test to move a lost worker's users to the others (``MasterRunner.heartbeat_worker``), so the
+    hook can tell the workers first: messages to a worker arrive in the order they were sent."""
+    original = runner.start
+
+    def start(*args: Any, **kwargs: Any) -> Any:
+        hook()
+        return original(*args, **kwargs)
+
+    runner.start = start
 
 
 def stop_worker_users(runner: Any) -> None:
@@ -76,12 +106,31 @@ def csv_text(write_rows: Callable[[Any], None]) -> str:
     return buf.getvalue()
 
 
-def stats_csv_files(environment: Any) -> dict[str, str]:
-    """Locust's ``stats.csv``, ``failures.csv`` and ``exceptions.csv`` as ``--csv`` writes them, as text."""
+def stats_csv_files(environment: Any, host_of: Callable[[str], dict[str, int]] | None = None) -> dict[str, str]:
+    """Locust's ``stats.csv``, ``failures.csv`` and ``exceptions.csv`` as ``--csv`` writes them, as text.
+
+    With ``host_of`` (a Locust error key -> occurrences per host), ``failures.csv`` gets a last
+    column, :data:`keepalive_lab.schema.FAILURES_HOST_COLUMN`: each error's row becomes one row
+    per host it happened on. Locust writes one row per error in the order of their keys
+    (``StatsCSV._failures_data_rows``, ``sort_stats``), which is how rows and keys are matched.
+    """
     writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    failures = csv_text(writer.failures_csv)
+    if host_of is not None:
+        from keepalive_lab.schema import FAILURES_HOST_COLUMN
+
+        header, *rows = list(csv.reader(io.StringIO(failures)))
+        occurrences = header.index("Occurrences")
+        out = [[*header, FAILURES_HOST_COLUMN]]
+        for key, row in zip(sorted(environment.stats.errors), rows, strict=False):
+            for host, n in sorted(host_of(key).items()):
+                out.append([*row[:occurrences], str(n), *row[occurrences + 1 :], host])
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(out)
+        failures = buf.getvalue()
     return {
         "stats.csv": csv_text(writer.requests_csv),
-        "failures.csv": csv_text(writer.failures_csv),
+        "failures.csv": failures,
         "exceptions.csv": csv_text(writer.exceptions_csv),
     }
 

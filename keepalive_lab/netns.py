@@ -14,6 +14,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -178,3 +179,31 @@ def processes_in(namespace: int) -> list[int]:
         if entry.name.isdigit() and namespace_of(entry.name) == namespace:
             pids.append(int(entry.name))
     return pids
+
+
+def namespace_name(namespace: int | None) -> str | None:
+    """The name ``ip netns`` gave a network namespace (its file under /run/netns), if any."""
+    if namespace is None:
+        return None
+    try:
+        for entry in Path("/run/netns").iterdir():
+            try:
+                if entry.stat().st_ino == namespace:
+                    return entry.name
+            except OSError:
+                continue
+    except OSError:
+        return None
+    return None
+
+
+def host_label() -> str:
+    """This host's name in the suite's figures: the hostname, and the network namespace when it is not
+    the one PID 1 runs in (several namespaces of one machine are several hosts): ``box/lab-b``."""
+    name = socket.gethostname()
+    here = namespace_of()
+    named = namespace_name(here)
+    if named:
+        return f"{name}/{named}"
+    init = namespace_of(1)  # unreadable in some containers: then the hostname alone
+    return name if here is None or init is None or here == init else f"{name}/netns-{here}"

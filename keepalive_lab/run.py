@@ -27,6 +27,8 @@ import gevent
 
 from keepalive_lab import kernel, locust_compat
 from keepalive_lab.config import ScenarioConfig
+from keepalive_lab.hostsidecar import claim
+from keepalive_lab.netns import host_label
 from keepalive_lab.schema import (
     CONNECTIONS_CSV,
     LOCUST_HTML,
@@ -42,6 +44,7 @@ from keepalive_lab.schema import (
     TargetCounts,
     by_name_csv,
     by_name_rows,
+    per_host,
     write_atomic,
 )
 from keepalive_lab.servers import Servers
@@ -209,6 +212,12 @@ class Run:
         self.history = locust_compat.StatsHistory(environment, self.folder)
         self.sidecar: SidecarProcess | None = None
         self.sidecar_failed = False
+        self.sidecar_spec: dict[str, Any] | None = None  # how the workers' hosts are sampled alike
+        self.claimed = None  # this host's claim on the run's sampling (keepalive_lab.hostsidecar)
+        self.host_facts: dict[str, dict[str, Any]] = {}  # other hosts: kernel facts and sidecar state
+        self._samples_fd: int | None = None
+        # With workers: Locust error key -> host -> occurrences (failures.csv's Host column).
+        self.errors_by_host: dict[str, dict[str, int]] | None = None
         if not first.no_sidecar:
             self._start_sidecar(first)
         self._watchdog = gevent.spawn(self._watch)
@@ -219,14 +228,40 @@ class Run:
         if port is None:
             self.record.sidecar = SidecarState(status="off", error=f"no port in host {host!r}")
             return
+        self.claimed = claim(self.token)  # workers on this host then leave the sampling to this process
         self.sidecar = SidecarProcess(
             port, self.folder / SOCKETS_CSV, cfg.sample_interval_s, family=ip_family(host), token=self.token
         )
+        self.sidecar_spec = {"port": port, "interval_s": cfg.sample_interval_s, "family": ip_family(host)}
         # The first sample must precede the load: test_start blocks spawning while it waits.
         if not self.sidecar.wait_first_row(SIDECAR_START_TIMEOUT_S, sleep=gevent.sleep):
             log.warning("the socket sidecar took no sample within %s s; the test goes on", SIDECAR_START_TIMEOUT_S)
         self.record.sidecar = SidecarState(status="running", interval_s=cfg.sample_interval_s, port=port)
         self.record.write(self.folder)
+
+    def add_host_samples(self, data: dict[str, Any]) -> None:
+        """A worker's host sidecar sent rows (``sockets.csv`` lines), its host's facts, or its final state."""
+        if data.get("token") != self.token:
+            return  # an earlier test's, arriving late
+        host = str(data.get("host"))
+        entry = self.host_facts.setdefault(host, {})
+        if isinstance(data.get("facts"), dict):
+            entry.update(data["facts"])
+        if isinstance(data.get("sidecar"), dict):
+            entry["sidecar"] = data["sidecar"]
+        text = data.get("text")
+        if text and self.sidecar is not None:
+            if self._samples_fd is None:
+                self._samples_fd = os.open(self.folder / SOCKETS_CSV, os.O_WRONLY | os.O_APPEND)
+            os.write(self._samples_fd, str(text).encode())  # whole lines, appended at once
+
+    def _hosts(self) -> list[dict[str, Any]]:
+        """run.json's ``hosts``: each worker host's counts, kernel facts and sidecar, and this host's."""
+        if not self.record.workers and not self.host_facts:
+            return []
+        own = {host_label(): {"kernel": self.record.kernel.to_dict(), "sidecar": self.record.sidecar.to_dict(),
+                              "writes_run_folder": True}}  # fmt: skip
+        return per_host(self.record.workers, {**self.host_facts, **own})
 
     def _watch(self) -> None:
         """End the test as ``failed`` when the server dies or a Locust greenlet crashes."""
@@ -266,6 +301,12 @@ class Run:
             self.failed_reason = self.failed_reason or f"embedded target unreachable at the end: {e}"
         if self.sidecar is not None:
             self.record.sidecar = self.sidecar.stop()
+        if self.claimed is not None:
+            self.claimed.close()
+        if self._samples_fd is not None:
+            os.close(self._samples_fd)
+            self._samples_fd = None
+        self.record.hosts = self._hosts()
         self._write_locust_files()
         stats = env.stats.total
         r = self.record
@@ -367,6 +408,13 @@ class Run:
 
     def _write_locust_files(self) -> None:
         self.history.finish(self.folder / STATS_HISTORY_CSV)
-        for name, text in locust_compat.stats_csv_files(self.environment).items():
+        by_host, here, errors = self.errors_by_host, host_label(), self.environment.stats.errors
+
+        def host_of(key: str) -> dict[str, int]:
+            if by_host is None:  # users ran in this process
+                return {here: errors[key].occurrences}
+            return by_host.get(key) or {here: errors[key].occurrences}
+
+        for name, text in locust_compat.stats_csv_files(self.environment, host_of).items():
             write_atomic(self.folder / name, text)
         write_atomic(self.folder / LOCUST_HTML, locust_compat.html_report(self.environment))

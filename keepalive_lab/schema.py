@@ -52,6 +52,7 @@ EXCEPTIONS_CSV = "exceptions.csv"
 LOCUST_HTML = "locust.html"
 REPORT_HTML = "report.html"  # a web-UI run's own report, one file, written when its test stops
 SUMMARY_CSV = "summary.csv"
+HOSTS_CSV = "hosts.csv"
 
 
 class SchemaError(ValueError):
@@ -455,8 +456,9 @@ class RunRecord(Record):
     # Workers that stopped answering the master: id, host, last_report_ts and the counts of their
     # last report ("opened", "requests"), which the run's totals include; nothing after it.
     lost_workers: list[dict[str, Any]] = field(default_factory=list)
-    # With workers: one entry per worker ("id", "host", "netns" and its WORKER_COUNTS), and the
-    # same counts summed per host ("host", "netns", "workers": their ids). Empty in a local run.
+    # With workers: one entry per worker ("id", "host" (its label), "hostname", "netns" and its
+    # WORKER_COUNTS), and per host (see per_host): the same counts summed ("host", "netns",
+    # "workers": their ids), its kernel facts and its sidecar. Empty in a local run.
     workers: list[dict[str, Any]] = field(default_factory=list)
     hosts: list[dict[str, Any]] = field(default_factory=list)
     processes: int | None = None  # the processes that ran users (1 without workers)
@@ -483,11 +485,12 @@ WORKER_COUNTS = (
 
 
 def per_worker(counts: dict[str, ClientConnections], hosts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """run.json's ``workers``: each worker's counts, with its host (hostname and network namespace)."""
+    """run.json's ``workers``: each worker's counts, with its host (label, hostname and network namespace)."""
     out = []
     for worker, c in sorted(counts.items()):
         host = hosts.get(worker) or {"hostname": worker.rsplit("_", 1)[0], "netns": None}
-        out.append({"id": worker, "host": host["hostname"], "netns": host.get("netns"),
+        out.append({"id": worker, "host": host.get("label") or host["hostname"], "hostname": host["hostname"],
+                    "netns": host.get("netns"),
                     **{k: getattr(c, k) or 0 for k in WORKER_COUNTS},
                     "addr_not_available": c.addr_not_available,
                     "first_addr_not_available_ts": c.first_addr_not_available_ts,
@@ -495,14 +498,22 @@ def per_worker(counts: dict[str, ClientConnections], hosts: dict[str, dict[str, 
     return out
 
 
-def per_host(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """run.json's ``hosts``: the workers' counts summed per host; the earliest errno 99 of the host."""
-    hosts: dict[tuple[str, Any], dict[str, Any]] = {}
+def per_host(workers: list[dict[str, Any]], sampled: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """run.json's ``hosts``: the workers' counts summed per host, the earliest errno 99 of the host, and
+    what its sidecar recorded (``sampled``: host -> ``kernel`` facts with their ``baseline``,
+    ``sidecar`` state, the ``worker`` that sampled it). Hosts sampled with no worker (the master's)
+    have zero counts."""
+    hosts: dict[str, dict[str, Any]] = {}
+
+    def entry(host: str) -> dict[str, Any]:
+        return hosts.setdefault(host, {"host": host, "netns": None, "workers": [],
+                                       **{k: 0 for k in (*WORKER_COUNTS, "addr_not_available")},
+                                       "first_addr_not_available_ts": None,
+                                       "opened_before_addr_not_available": None})  # fmt: skip
+
     for w in workers:
-        h = hosts.setdefault((w["host"], w["netns"]), {"host": w["host"], "netns": w["netns"], "workers": [],
-                                                        **{k: 0 for k in (*WORKER_COUNTS, "addr_not_available")},
-                                                        "first_addr_not_available_ts": None,
-                                                        "opened_before_addr_not_available": None})  # fmt: skip
+        h = entry(w["host"])
+        h["netns"] = w["netns"]
         h["workers"].append(w["id"])
         for k in (*WORKER_COUNTS, "addr_not_available"):
             h[k] += w[k]
@@ -513,7 +524,14 @@ def per_host(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
             h["opened_before_addr_not_available"] = (h["opened_before_addr_not_available"] or 0) + w[
                 "opened_before_addr_not_available"
             ]
-    return list(hosts.values())
+    for host, facts in (sampled or {}).items():
+        h = entry(host)
+        for key in ("kernel", "sidecar", "worker", "writes_run_folder"):
+            if key in facts:
+                h[key if key != "worker" else "sampled_by"] = facts[key]
+        if h["netns"] is None and isinstance(facts.get("kernel"), dict):
+            h["netns"] = facts["kernel"].get("netns_id")
+    return sorted(hosts.values(), key=lambda h: h["host"])
 
 
 RUN_JSON_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunRecord))
@@ -655,6 +673,9 @@ SOCKETS_DTYPES: dict[str, str] = {
 
 LOCUST_STATS_COLUMNS = ("Name", "Request Count", "Failure Count", "Requests/s", "50%", "95%", "99%")
 LOCUST_FAILURES_COLUMNS = ("Method", "Name", "Error", "Occurrences")
+# The column the suite adds to the run folder's failures.csv: the host the failures happened on
+# (one row per error and host). Absent from Locust's own --csv files and from older run folders.
+FAILURES_HOST_COLUMN = "Host"
 
 
 # -- summary.csv -----------------------------------------------------------------------------
@@ -709,7 +730,12 @@ SUMMARY: tuple[Column, ...] = (
     Column("peak_client_time_wait", "number", "peak of this run's own client-side TIME_WAIT sockets"),
     Column("peak_server_time_wait", "number", "peak of this run's own server-side TIME_WAIT sockets"),
     Column("peak_ports_in_use", "number", "peak of the distinct local ports of this run's own client sockets"),
-    Column("port_range", "number", "size of net.ipv4.ip_local_port_range, ports"),
+    Column(
+        "port_range",
+        "number",
+        "size of net.ipv4.ip_local_port_range, ports; with several client hosts, limiting_host's (a run's churn, "
+        "port figures and projections are then that host's, see hosts.csv for each)",
+    ),
     Column("peak_port_use_pct", "number", "100 x peak_ports_in_use / port_range, %"),
     Column(
         "preexisting_client_time_wait",
@@ -774,9 +800,37 @@ SUMMARY: tuple[Column, ...] = (
     ),
     Column("connections_before_exhaustion", "number", "connections the client had opened by its first errno 99"),
     Column("projection_error_pct", "number", "100 x abs(seconds_to_exhaustion - observed) / observed, %"),
+    Column("client_hosts", "number", "hosts that ran the run's users (each sampled by its own sidecar)"),
+    Column(
+        "limiting_host",
+        "text",
+        "with several client hosts: the one whose ports run out first (the first to hit errno 99, else the "
+        "highest projected_port_use_pct); empty with one",
+    ),
     Column("duration_s", "number", "the run's length, s"),
     Column("start", "text", "the run's start, ISO 8601 UTC"),
 )
+
+# -- hosts.csv (of a report): one row per run and host ------------------------------------------
+
+HOSTS: tuple[Column, ...] = (
+    Column("run_id", "id", "the run folder's name"),
+    Column("host", "text", "the host: its hostname, and its network namespace's name when it has its own"),
+    Column("workers", "number", "the Locust worker processes that ran users on it (0: the master's host, sampled)"),
+    Column("connections_opened", "number", "connections its clients opened"),
+    Column("churn_per_s", "number", "the rate its own client sockets entered TIME_WAIT in the load, per s"),
+    Column("peak_client_time_wait", "number", "peak of its own client-side TIME_WAIT sockets"),
+    Column("peak_ports_in_use", "number", "peak of the distinct local ports of its own client sockets"),
+    Column("port_range", "number", "size of its net.ipv4.ip_local_port_range, ports"),
+    Column("projected_port_use_pct", "number", "100 x churn_per_s x 60 / port_range, %"),
+    Column(
+        "seconds_to_exhaustion", "number", "port_range / churn_per_s when the projection is >= 100 %, else empty, s"
+    ),
+    Column("addr_not_available_errors", "number", "its connects that failed with errno 99 (EADDRNOTAVAIL)"),
+    Column("observed_seconds_to_exhaustion", "number", "seconds from the run's first connection to its first errno 99"),
+)
+HOSTS_COLUMNS: tuple[str, ...] = tuple(c.name for c in HOSTS)
+HOSTS_NUMERIC: tuple[str, ...] = tuple(c.name for c in HOSTS if c.kind == "number")
 # -- connections.csv (of a run), summary_by_name.csv (of a report) ----------------------------
 BY_NAME: tuple[Column, ...] = (
     Column("name", "text", "the request's name in Locust's statistics (its path, or the name= it was given)"),

@@ -9,7 +9,7 @@ it). :func:`session_of` finds an Environment's session.
 from __future__ import annotations
 
 from locust import FastHttpUser, HttpUser
-from locust.runners import STATE_STOPPED
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, STATE_STOPPED
 
 import argparse
 import functools
@@ -28,7 +28,7 @@ from keepalive_lab.config import ClientType, ConfigError, PoolScope, ScenarioCon
 from keepalive_lab.live import LiveView
 from keepalive_lab.options import OPTIONS_BY_DEST, lab_only_given, resolve
 from keepalive_lab.run import GREENLET_CRASHED, Ending, Run
-from keepalive_lab.schema import ClientConnections, per_host, per_worker
+from keepalive_lab.schema import ClientConnections, per_worker
 from keepalive_lab.servers import Servers
 from keepalive_lab.workers import WorkerLink
 
@@ -48,7 +48,10 @@ class Session:
         self.live = LiveView(self)
         self.feed_token: str | None = None  # the name this process's clients report under
         self.counts = ConnectionCounts()
-        self.link = WorkerLink(environment.runner, self.count_done, self.on_run_announced, self.on_refused)
+        self.link = WorkerLink(environment.runner, self.count_done, self.on_run_announced, self.on_refused,
+                               self.on_samples, self.on_freeze)  # fmt: skip
+        if self.link.is_master:
+            locust_compat.before_master_start(environment.runner, self.check_lost_workers)
         self.shared_pools: dict[type, Any] = {}
         self.all_spawned = gevent.event.Event()
         self.users_done = 0
@@ -56,6 +59,10 @@ class Session:
         self.ending = Ending()  # why the current test ends, as far as this process knows
         self.warned_uncounted = False
         self.refusal: str | None = None  # a worker: why this test's users must make no request
+        self.admit_cap: int | None = None  # a worker, once another was lost: the budgeted users it may start
+        self.lost_users = 0  # the master: users of lost workers, whose budgets end with them
+        self.handled_lost: set[str] = set()
+        self._worker_watch: Any = None
 
     # -- roles -------------------------------------------------------------------------------
     @property
@@ -149,9 +156,15 @@ class Session:
         self.run.failed_reason, self.run.refused = reason, True
         gevent.spawn(self.end_test)
 
+    def on_samples(self, data: dict[str, Any]) -> None:
+        """Master: rows and facts from a worker's host sidecar."""
+        if self.run is not None:
+            self.run.add_host_samples(data)
+
     def on_run_announced(self, token: str | None) -> None:
         """A worker learns the name its clients report under for the test that starts."""
         self.refusal = None
+        self.admit_cap = None  # a new test: new budgets
         self.feed_token = token
         self.counts.feed.connect(token)
 
@@ -165,9 +178,51 @@ class Session:
         """
         runner = self.environment.runner
         self.users_started += 1
-        if not budgeted or runner is None or self.link.is_worker:
+        if not budgeted or runner is None:
             return True
+        if self.link.is_worker:  # the master ends the test; here, only users moved from a lost worker stay out
+            if self.admit_cap is None or self.users_started <= self.admit_cap:
+                return True
+            log.info("a user moved here from a lost worker makes no request: its --requests-per-user budget "
+                     "was being spent there")  # fmt: skip
+            return False
         return self.users_started <= locust_compat.target_user_count(runner)
+
+    def on_freeze(self) -> None:
+        """A worker: another worker was lost. Its users, which Locust may move here, already had their
+        budgets; from now on this worker starts no more budgeted users than its share so far."""
+        if self.admit_cap is None and self.environment.runner is not None:
+            self.admit_cap = locust_compat.target_user_count(self.environment.runner)
+
+    def _watch_workers(self) -> None:
+        """The master, while a test runs: a worker that stops answering is lost (checked twice a second,
+        and again right before Locust moves its users to the others)."""
+        while True:
+            gevent.sleep(0.5)
+            self.check_lost_workers()
+            answering = set(locust_compat.answering_worker_ids(self.environment.runner))
+            for worker, users in locust_compat.worker_user_counts(self.environment.runner).items():
+                if worker in answering and users:
+                    self.link.user_counts[worker] = users
+
+    def check_lost_workers(self) -> None:
+        """Say at once that a worker is lost, keep its users' budgets from being spent again where Locust
+        moves them, and end the test when every other user has spent its own."""
+        runner = self.environment.runner
+        if self.run is None or runner is None or runner.state not in (STATE_SPAWNING, STATE_RUNNING):
+            return
+        lost = [w for w in self.link.started if w not in set(locust_compat.answering_worker_ids(runner))]
+        for worker in lost:
+            if worker in self.handled_lost:
+                continue
+            self.handled_lost.add(worker)
+            users = self.link.user_counts.get(worker, 0)
+            host = (self.link.hosts.get(worker) or {}).get("label") or worker.rsplit("_", 1)[0]
+            log.warning("worker %s on host %s stopped answering the master; its %d user(s) are lost with it",
+                        worker, host, users)  # fmt: skip
+            self.lost_users += users
+            self.link.freeze()
+            gevent.spawn(self.count_done, 0)
 
     def user_finished(self) -> None:
         if self.link.is_worker:
@@ -178,7 +233,7 @@ class Session:
     def count_done(self, n: int) -> None:
         self.users_done += n
         runner = self.environment.runner
-        if runner is not None and self.users_done >= locust_compat.target_user_count(runner) > 0:
+        if runner is not None and self.users_done >= locust_compat.target_user_count(runner) - self.lost_users > 0:
             log.info("every user made its --requests-per-user requests; ending the test")
             self.ending.budget_spent = True
             gevent.spawn(self.end_test)
@@ -209,7 +264,7 @@ class Session:
                 self.environment.host = url
             self.run = Run(self.environment, configs, self.servers, self.end_test, self.connection_totals, self.ending)
             self.feed_token = self.run.token
-            self.link.announce_run(self.feed_token, self.servers.loopback_target())
+            self.link.announce_run(self.feed_token, self.servers.loopback_target(), self.run.sidecar_spec)
             # Locust started its clock before test_start, and the run's start (the sidecar's
             # first sample) holds the users back: restart it so requests/s counts the load only.
             self.environment.stats.reset_all()
@@ -219,16 +274,26 @@ class Session:
             self.counts.feed.connect(self.feed_token)
             self.users_done = 0
             self.users_started = 0
+            if self.admit_cap is not None:  # frozen, and no new test announced since: a spawn that came
+                self.admit_cap = 0  # after the master ended its test starts no budgeted user
             self.all_spawned.clear()
+        if self.link.is_master and self.run is not None:
+            self.users_done, self.lost_users, self.handled_lost = 0, 0, set()
+            self._worker_watch = gevent.spawn(self._watch_workers)
 
     def on_test_stop(self) -> None:
         if self.runs_users:
             self.close_shared_pools()
+        if self.link.is_worker:
+            self.link.stop_host_sidecar()
+        if self._worker_watch is not None:
+            self._worker_watch.kill(block=False)
+            self._worker_watch = None
         if self.link.is_master and self.run is not None:
             self.link.collect()
             self.run.record.lost_workers = self.link.lost_workers()
             self.run.record.workers = per_worker(self.link.counts_by_worker, self.link.hosts)
-            self.run.record.hosts = per_host(self.run.record.workers)
+            self.run.errors_by_host = self.link.errors_by_host()
         if self.run is not None:
             processes = max(1, len(self.link.counts_by_worker)) if self.link.is_master else 1
             users = locust_compat.target_user_count(self.environment.runner) if self.environment.runner else None
@@ -240,6 +305,7 @@ class Session:
 
     def on_quitting(self, signal_name: str | None) -> None:
         """Ctrl-C, SIGTERM, or a crashed greenlet: finish the running test's folder, marked so."""
+        self.link.stop_host_sidecar()
         if self.run is None:
             return
         if locust_compat.greenlet_crashed() and not self.run.failed_reason:

@@ -34,7 +34,7 @@ from typing import IO, Any, Protocol
 from keepalive_lab import feed, kernel
 from keepalive_lab.cli import one_line_errors
 from keepalive_lab.config import DEFAULTS
-from keepalive_lab.netns import die_with_parent, exit_code, managed_child, terminate, watch_parent
+from keepalive_lab.netns import die_with_parent, exit_code, host_label, managed_child, terminate, watch_parent
 from keepalive_lab.schema import SOCKETS_COLUMNS, SidecarState, SocketSample
 
 METHODS = ("auto", "netlink", "psutil")
@@ -342,7 +342,7 @@ class Sidecar:
         self.receiver = feed.Receiver(token) if token else None
         self.writer = CsvWriter(out)
         self.stop_event = threading.Event()
-        self.host = socket.gethostname()
+        self.host = host_label()
 
     def take(self, settle_s: float = 0.0) -> None:
         """Write one sample. With ``settle_s`` (the last one), wait up to that long for the run's

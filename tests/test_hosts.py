@@ -11,6 +11,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import locust_command, only_run_folder, requires_netns
 
@@ -80,7 +81,8 @@ def test_a_remote_worker_is_refused_a_loopback_target_before_any_load(tmp_path):
     run = json.loads((folder / "run.json").read_text())
     assert run["status"] == "failed"
     assert run["status_reason"].startswith(
-        "a worker on host " + os.uname().nodename + " (another network namespace) cannot reach the embedded target at "
+        f"a worker on host {os.uname().nodename}/{hosts.ns} (another network namespace) cannot reach the embedded "
+        "target at "
         "http://127.0.0.1:"
     )
     assert "give --target-bind an address of that host the workers reach" in run["status_reason"]
@@ -104,9 +106,24 @@ def test_a_target_bound_to_an_address_the_worker_reaches_is_counted_exactly(tmp_
     assert run["client_connections"]["opened"] == run["target_connections_accepted"] == 1
     # The worker's host is the other namespace, and its counts are the run's.
     (worker,) = run["workers"]
-    (host,) = run["hosts"]
-    assert host["netns"] != namespace_of() and host["workers"] == [worker["id"]] and host["opened"] == 1
+    master_host, worker_host = sorted(run["hosts"], key=lambda h: h["netns"] != namespace_of())
+    assert worker_host["host"] == f"{os.uname().nodename}/{hosts.ns}" == worker["host"]
+    assert worker_host["netns"] != namespace_of() and worker_host["workers"] == [worker["id"]]
+    assert worker_host["opened"] == 1
+    assert master_host["workers"] == [] and master_host["opened"] == 0 and master_host["writes_run_folder"]
     assert run["processes"] == 1 and run["pools"] == 1  # sequential.py: one user, its own pool
+    # One sidecar per host: the worker's host was sampled by the worker, and its rows reached the
+    # master's sockets.csv under its own host name, with its own kernel facts.
+    assert worker_host["sampled_by"] == worker["id"] and worker_host["sidecar"]["status"] == "ok"
+    assert worker_host["kernel"]["netns_id"] == worker_host["netns"] and "baseline" in worker_host["kernel"]
+    samples = pd.read_csv(folder / "sockets.csv")
+    by_host = {host: rows for host, rows in samples.groupby("host")}
+    assert set(by_host) == {master_host["host"], worker_host["host"]}
+    assert len(by_host[worker_host["host"]]) == worker_host["sidecar"]["rows"] >= 2
+    there, here = by_host[worker_host["host"]], by_host[master_host["host"]]
+    assert there["ports_in_use"].max() == 1 and there["client_established"].max() == 1  # the one connection
+    assert here["client_established"].max() == 0 and here["ports_in_use"].max() == 0  # no client here
+    assert there["server_established"].max() == 0 and here["server_established"].max() == 1  # the target is here
 
 
 @pytest.mark.parametrize("value", ["0.0.0.0", "localhost", "::"])
