@@ -4,7 +4,8 @@
     python -m analysis check  [RUN_DIR ...] --rules FILE [--junit FILE]
 
 With no RUN_DIR, every run under ``runs/`` is taken. ``report`` writes ``OUT_DIR/summary.csv``,
-``OUT_DIR/index.html`` and ``OUT_DIR/plotly.min.js`` (default ``reports/``), each whole.
+``OUT_DIR/summary_by_name.csv``, ``OUT_DIR/hosts.csv``, ``OUT_DIR/index.html`` and
+``OUT_DIR/plotly.min.js`` (default ``reports/``), each whole.
 ``check`` exits 0 when every rule holds, 1 when one fails, 2 on bad input.
 """
 
@@ -19,9 +20,10 @@ from pathlib import Path
 from analysis.check import RulesError, evaluate, format_table, junit_xml, parse_rules
 from analysis.compare import verdicts
 from analysis.load import Loaded, find_run_dirs, load_runs
-from analysis.metrics import summarize
+from analysis.metrics import summarize_all
 from analysis.render import PLOTLY_JS, render_html
 from keepalive_lab.schema import (
+    HOSTS_CSV,
     REPORT_DIR,
     RUN_DIR,
     SUMMARY_BY_NAME_CSV,
@@ -66,9 +68,10 @@ def single_file_report(folder: Path) -> str | None:
     loaded = load_runs([folder])
     if loaded.runs.empty:
         return None
-    summary = summarize(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
+    summary, hosts = summarize_all(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
     verdict = verdicts(summary, loaded.runs)
-    return render_html(summary, verdict, loaded.runs, loaded.samples, [], str(folder), plotly_js=get_plotlyjs())
+    return render_html(summary, verdict, loaded.runs, loaded.samples, [], str(folder), plotly_js=get_plotlyjs(),
+                       hosts=hosts)  # fmt: skip
 
 
 def report(run_dirs: list[Path], out_dir: Path) -> int:
@@ -78,11 +81,12 @@ def report(run_dirs: list[Path], out_dir: Path) -> int:
         return 2
     if loaded.runs.empty:
         return _fail("no run folder could be loaded (see the skipped lines above)")
-    summary = summarize(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
+    summary, hosts = summarize_all(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
     verdict = verdicts(summary, loaded.runs)
-    page = render_html(summary, verdict, loaded.runs, loaded.samples, loaded.skipped, str(out_dir))
+    page = render_html(summary, verdict, loaded.runs, loaded.samples, loaded.skipped, str(out_dir), hosts=hosts)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / SUMMARY_CSV, summary.to_csv(index=False))
+    write_atomic(out_dir / HOSTS_CSV, hosts.to_csv(index=False))
     by_name = [{"run_id": r["run_id"], **row} for r in loaded.runs.to_dict("records") for row in r["by_name"] or []]
     write_atomic(out_dir / SUMMARY_BY_NAME_CSV, by_name_csv(by_name, leading=("run_id",)))
     js = out_dir / PLOTLY_JS
@@ -113,9 +117,9 @@ def check(run_dirs: list[Path], rules_path: Path, junit: Path | None, allowed: t
     loaded = _load(run_dirs)
     if loaded is None:
         return 2
-    summary = summarize(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
+    summary, hosts = summarize_all(loaded.runs, loaded.stats, loaded.samples, loaded.failures)
     try:
-        results = evaluate(rules, summary, allowed)
+        results = evaluate(rules, summary, allowed, hosts)
     except RulesError as e:
         return _fail(str(e))
     print(format_table(results))

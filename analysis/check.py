@@ -11,7 +11,12 @@ A rules file is TOML, one table per scenario, one bound per metric::
     connections_opened = [">= 10", "<= 60"]   # several bounds on one metric
 
 Operators: ``==``, ``!=``, ``<=``, ``<``, ``>=``, ``>``. Metrics are the columns of
-``summary.csv``. Each rule is checked against the newest run of each scenario it matches. A rule
+``summary.csv``, and ``hosts.NAME`` for a column of ``hosts.csv``: the bound must hold on every
+host of the run (one result per host)::
+
+    [scenarios."cluster-*"]
+    "hosts.projected_port_use_pct" = "< 50"     # no client host past half its own range
+ Each rule is checked against the newest run of each scenario it matches. A rule
 checked against a run that did not complete (stopped, interrupted, stuck, degraded, failed) fails, unless
 that status is allowed (``--allow-status``): its numbers do not describe the run that was asked for.
 An unknown metric or operator, a rule that matches no run, or a broken file is a
@@ -30,7 +35,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pandas as pd
 
-from keepalive_lab.schema import SUMMARY_NUMERIC
+from keepalive_lab.schema import HOSTS_NUMERIC, SUMMARY_NUMERIC
 
 OPERATORS = {
     "==": operator.eq,
@@ -40,8 +45,9 @@ OPERATORS = {
     ">=": operator.ge,
     ">": operator.gt,
 }
-NUMERIC_METRICS = SUMMARY_NUMERIC
-RESULT_COLUMNS = ("scenario", "run_id", "status", "metric", "bound", "measured", "passed")
+HOST_PREFIX = "hosts."
+NUMERIC_METRICS = SUMMARY_NUMERIC + tuple(HOST_PREFIX + c for c in HOSTS_NUMERIC)
+RESULT_COLUMNS = ("scenario", "run_id", "status", "metric", "bound", "measured", "passed", "host")
 COMPLETED = "completed"
 
 
@@ -98,10 +104,14 @@ def latest_per_scenario(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values("start", kind="stable").groupby("scenario", as_index=False).tail(1)
 
 
-def evaluate(rules: list[Rule], summary: pd.DataFrame, allowed: tuple[str, ...] = (COMPLETED,)) -> pd.DataFrame:
-    """One result row per (rule, matched run); raises RulesError for a rule that matches no run.
+def evaluate(
+    rules: list[Rule], summary: pd.DataFrame, allowed: tuple[str, ...] = (COMPLETED,), hosts: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One result row per (rule, matched run), or per (rule, matched run, host) for a ``hosts.`` metric;
+    raises RulesError for a rule that matches no run.
 
-    A rule passes only when its bound holds and the run's status is one of ``allowed``.
+    A rule passes only when its bound holds and the run's status is one of ``allowed``. A
+    ``hosts.`` rule on a run with no host row is not measured, and fails.
     """
     latest = latest_per_scenario(summary)
     rows = []
@@ -111,12 +121,19 @@ def evaluate(rules: list[Rule], summary: pd.DataFrame, allowed: tuple[str, ...] 
             known = ", ".join(sorted(latest["scenario"])) or "none"
             raise RulesError(f"rule for scenario {rule.scenario!r} matches no run (scenarios: {known})")
         for _, run in matched.iterrows():
-            measured = run[rule.metric]
-            measured = float(measured) if not pd.isna(measured) else math.nan
-            holds = not math.isnan(measured) and OPERATORS[rule.op](measured, rule.value)
             status = str(run["status"])
-            rows.append((run["scenario"], run["run_id"], status, rule.metric, rule.bound, measured,
-                         holds and status in allowed))  # fmt: skip
+            if rule.metric.startswith(HOST_PREFIX):
+                column = rule.metric.removeprefix(HOST_PREFIX)
+                mine = hosts[hosts["run_id"] == run["run_id"]] if hosts is not None else pd.DataFrame()
+                measured_by_host = [(str(h), v) for h, v in zip(mine["host"], mine[column], strict=True)] if len(
+                    mine) else [("", math.nan)]  # fmt: skip
+            else:
+                measured_by_host = [("", run[rule.metric])]
+            for host, value in measured_by_host:
+                measured = float(value) if not pd.isna(value) else math.nan
+                holds = not math.isnan(measured) and OPERATORS[rule.op](measured, rule.value)
+                rows.append((run["scenario"], run["run_id"], status, rule.metric, rule.bound, measured,
+                             holds and status in allowed, host))  # fmt: skip
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
@@ -128,7 +145,8 @@ def format_table(results: pd.DataFrame) -> str:
         result = "pass" if r.passed else "FAIL"
         if not r.passed and r.status != COMPLETED and _holds(r):
             result = f"FAIL (run {r.status})"
-        lines.append(f"{r.scenario:<34}{r.status:<12}{r.metric:<30}{r.bound:>12}{measured:>14}  {result}")
+        metric = f"{r.metric} [{r.host}]" if r.host else r.metric
+        lines.append(f"{r.scenario:<34}{r.status:<12}{metric:<30}{r.bound:>12}{measured:>14}  {result}")
     failed = int((~results["passed"]).sum())
     lines.append(f"{len(results) - failed} passed, {failed} failed")
     return "\n".join(lines)
@@ -145,7 +163,7 @@ def junit_xml(results: pd.DataFrame) -> str:
     failed = int((~results["passed"]).sum())
     cases = []
     for r in results.itertuples():
-        name = quoteattr(f"{r.metric} {r.bound}")
+        name = quoteattr(f"{r.metric} {r.bound}" + (f" [{r.host}]" if r.host else ""))
         body = ""
         if not r.passed:
             msg = f"measured {r.measured:g}, expected {r.bound}" if not math.isnan(r.measured) else "not measured"

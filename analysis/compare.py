@@ -92,17 +92,24 @@ def stale_keepalive(run: dict[str, Any]) -> tuple[float, float] | None:
     return None
 
 
+def port_range_of(row: Mapping[str, Any]) -> str:
+    """``the 28,232-port range``, or with several client hosts ``host b's 200-port range`` (the limiting one)."""
+    host = _text(row.get("limiting_host"))
+    size = f"{_n(row['port_range'])}-port range"
+    return f"host {host}'s {size}" if host else f"the {size}"
+
+
 def _projection(row: Mapping[str, Any]) -> str:
     """What the client's churn does to its ports: one clause, or nothing when it is sustainable."""
-    secs, pct, rng = row["seconds_to_exhaustion"], row["projected_port_use_pct"], row["port_range"]
+    secs, pct = row["seconds_to_exhaustion"], row["projected_port_use_pct"]
     limit = row.get("tw_reuse_limit_per_s")
     if not pd.isna(secs):
         if not pd.isna(limit) and row["churn_per_s"] < limit:
-            return (f"; with no TIME_WAIT reuse the {_n(rng)}-port range would run out in {_secs(secs)}, but "
+            return (f"; with no TIME_WAIT reuse {port_range_of(row)} would run out in {_secs(secs)}, but "
                     f"tcp_tw_reuse lets it hold up to {_n(limit)} new connections/s")  # fmt: skip
-        return f"; at {_n(row['churn_per_s'])} new connections/s the {_n(rng)}-port range runs out in {_secs(secs)}"
+        return f"; at {_n(row['churn_per_s'])} new connections/s {port_range_of(row)} runs out in {_secs(secs)}"
     if not pd.isna(pct) and pct >= 1:
-        return f"; at this rate it holds {pct:.0f}% of the {_n(rng)}-port range in TIME_WAIT"
+        return f"; at this rate it holds {pct:.0f}% of {port_range_of(row)} in TIME_WAIT"
     return ""
 
 
@@ -120,7 +127,7 @@ def verdict(row: Mapping[str, Any], run: dict[str, Any] | None = None) -> str:
     if observed is not None and not pd.isna(observed):
         text = (
             f"ran out of ephemeral ports after {_secs(observed)} and "
-            f"{_plural(row['connections_before_exhaustion'], 'connection')}: the {_n(row['port_range'])}-port range"
+            f"{_plural(row['connections_before_exhaustion'], 'connection')}: {port_range_of(row)}"
         )
         projected = row.get("seconds_to_exhaustion")
         if projected is not None and not pd.isna(projected):

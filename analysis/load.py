@@ -13,7 +13,8 @@ Frames of :class:`Loaded` (one row per run in ``runs``; the others carry ``run_i
 ``samples``
     every ``sockets.csv`` row (the sidecar's columns).
 ``failures``
-    every ``failures.csv`` row: ``method``, ``name``, ``error``, ``occurrences``.
+    every ``failures.csv`` row: ``method``, ``name``, ``error``, ``occurrences``, and the ``host``
+    it happened on (missing in older folders).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pandas as pd
 
 from keepalive_lab.schema import (
     FAILURES_CSV,
+    FAILURES_HOST_COLUMN,
     LOCUST_FAILURES_COLUMNS,
     LOCUST_STATS_COLUMNS,
     RUN_JSON,
@@ -86,6 +88,7 @@ RUN_COLUMNS = (
     "client_tls_ms",
     "client_new_connection_requests",
     "by_name",
+    "hosts",
 )
 
 
@@ -198,9 +201,12 @@ def framed(run_id: str, samples: pd.DataFrame | None, failures: pd.DataFrame | N
     samples = samples.assign(run_id=run_id)
     if failures is None:
         failures = pd.DataFrame(columns=list(LOCUST_FAILURES_COLUMNS))
+    if FAILURES_HOST_COLUMN not in failures.columns:  # an older folder: where is not known
+        failures = failures.assign(**{FAILURES_HOST_COLUMN: pd.NA})
     failures = failures.rename(
-        columns={"Method": "method", "Name": "name", "Error": "error", "Occurrences": "occurrences"}
-    )[["method", "name", "error", "occurrences"]].assign(run_id=run_id)
+        columns={"Method": "method", "Name": "name", "Error": "error", "Occurrences": "occurrences",
+                 FAILURES_HOST_COLUMN: "host"}
+    )[["method", "name", "error", "occurrences", "host"]].assign(run_id=run_id)  # fmt: skip
     return samples, failures
 
 
@@ -256,6 +262,7 @@ def run_row(run: RunRecord, target: TargetCounts | None, run_id: str, path: str)
             else None
         ),
         "by_name": by_name_rows(conns),
+        "hosts": run.hosts,
     }
 
 
@@ -289,6 +296,6 @@ def load_runs(folders: list[str | Path]) -> Loaded:
     failures_df = (
         pd.concat(failures, ignore_index=True)
         if failures
-        else pd.DataFrame(columns=["method", "name", "error", "occurrences", "run_id"])
+        else pd.DataFrame(columns=["method", "name", "error", "occurrences", "host", "run_id"])
     )
     return Loaded(runs_df, stats_df, samples_df, failures_df, skipped)

@@ -27,6 +27,11 @@ all read these rows. The main definitions:
     1 s old, so the range runs out only above ``tw_reuse_limit_per_s`` = range / 1 s.
 ``server_churn_per_s``, ``projected_server_tw_pct``
     the same on the server side, against ``net.ipv4.tcp_max_tw_buckets``.
+Several client hosts (Locust workers on other machines, each host sampled by its own sidecar)
+    ports run out per host, so each host gets its own figures (:func:`host_figures`, one row of
+    ``hosts.csv`` each). The run's TIME_WAIT figures are the hosts' sums at each moment; its churn,
+    port figures and projection are those of ``limiting_host``: the first host to hit errno 99,
+    else the one with the highest projected port use.
 
 Every division is guarded: a run with no request, no connection or no duration gets empty
 figures, never an error.
@@ -41,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keepalive_lab.schema import SUMMARY_COLUMNS, histogram_mean_ms
+from keepalive_lab.schema import HOSTS_COLUMNS, SUMMARY_COLUMNS, histogram_mean_ms
 
 TIME_WAIT_S = 60
 REUSE_MAX = 0.1  # client closes per request at or below which a run reuses its connections
@@ -251,18 +256,148 @@ def exhaustion(run: dict[str, Any]) -> dict[str, float]:
     }
 
 
+# -- several client hosts ----------------------------------------------------------------------
+
+# Sample columns that add up across hosts: socket counts and the sidecar's cumulative counters.
+_ADDITIVE = (
+    "client_established", "client_time_wait", "client_close_wait", "client_other", "server_established",
+    "server_time_wait", "server_close_wait", "server_other", "ports_in_use", "client_time_wait_churned",
+    "client_time_wait_at_end", "server_time_wait_entered", "preexisting_client_time_wait",
+    "preexisting_server_time_wait", "preexisting_ports_in_use", "host_client_time_wait", "host_server_time_wait",
+    "host_ports_in_use", "active_opens", "passive_opens", "attempt_fails", "estab_resets", "tw_total",
+)  # fmt: skip
+
+
+def by_host(s: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A run's samples (sorted by time) per host, in the order the hosts first appear."""
+    if not len(s):
+        return {}
+    hosts = s["host"].astype(str)
+    return {str(h): s[hosts == h] for h in pd.unique(hosts)}
+
+
+def combined(parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Several hosts' samples as one timeline: at each sample time, each host's latest sample, summed
+    (a host counts from its first sample on)."""
+    times = np.unique(np.concatenate([p["ts"].to_numpy(dtype=float) for p in parts.values()]))
+    total = pd.DataFrame({"ts": times})
+    for column in _ADDITIVE:
+        summed = np.zeros(len(times))
+        for p in parts.values():
+            values = pd.to_numeric(p[column], errors="coerce").to_numpy(dtype=float)
+            at = np.searchsorted(p["ts"].to_numpy(dtype=float), times, side="right") - 1
+            summed += np.where(at >= 0, np.nan_to_num(values[np.clip(at, 0, None)]), 0.0)
+        total[column] = summed
+    total["port_range"] = max(_peak(p, "port_range") for p in parts.values())
+    return total
+
+
+def _host_entries(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    entries = run.get("hosts")
+    return {str(h.get("host")): h for h in entries if isinstance(h, dict)} if isinstance(entries, list) else {}
+
+
+def host_figures(run: dict[str, Any], s: pd.DataFrame, entry: dict[str, Any] | None, errno99: float) -> dict[str, Any]:
+    """One host's row of ``hosts.csv``: its own churn, ports and projection against its own range.
+
+    ``entry``: the host's counts in run.json (None for a run without workers, whose counts are the
+    run's); ``errno99``: its connects that failed with errno 99.
+    """
+    own = dict(run)
+    if entry is not None:
+        own["first_addr_not_available_ts"] = entry.get("first_addr_not_available_ts")
+        own["opened_before_addr_not_available"] = entry.get("opened_before_addr_not_available")
+        kernel = entry.get("kernel") or {}
+        if "port_range" in kernel:
+            own["port_range"] = kernel["port_range"]
+    f = sample_figures(own, s)
+    start, end = load_window(own, s)
+    churn = _div(f["kernel_churned"], end - start if end > start else math.nan)
+    port_range = f["sampled_port_range"] if not math.isnan(f["sampled_port_range"]) else _num(own.get("port_range"))
+    pct = _div(churn * TIME_WAIT_S * 100, port_range)
+    t0, t99 = _num(run.get("first_connect_ts")), _num(own.get("first_addr_not_available_ts"))
+    return {
+        "workers": len(entry.get("workers") or []) if entry is not None else 1,
+        "connections_opened": _num(entry.get("opened")) if entry is not None else _num(run.get("client_opened")),
+        "churn_per_s": churn,
+        "peak_client_time_wait": f["peak_client_time_wait"],
+        "peak_ports_in_use": f["peak_ports_in_use"],
+        "port_range": port_range,
+        "projected_port_use_pct": pct,
+        "seconds_to_exhaustion": _div(port_range, churn) if pct >= 100 else math.nan,
+        "addr_not_available_errors": errno99,
+        "observed_seconds_to_exhaustion": t99 - t0 if not (math.isnan(t0) or math.isnan(t99)) else math.nan,
+        "first_addr_not_available_ts": t99,
+        "opened_before_addr_not_available": _num(own.get("opened_before_addr_not_available")),
+    }
+
+
+def hosts_of(run: dict[str, Any], s: pd.DataFrame, errno99_by_host: dict[str, int], errno99: int) -> list[dict]:
+    """Every host of one run with its figures (:func:`host_figures`): the sampled ones and those with workers."""
+    parts, entries = by_host(s), _host_entries(run)
+    names = list(dict.fromkeys([*parts, *entries]))
+    single = len(names) <= 1 and not entries
+    rows = []
+    for name in names:
+        entry = entries.get(name)
+        if entry is not None and entry.get("addr_not_available") is not None:
+            errors = float(entry["addr_not_available"])
+        else:
+            errors = float(errno99 if single else errno99_by_host.get(name, 0))
+        part = parts.get(name, s.iloc[:0])
+        rows.append({"run_id": run["run_id"], "host": name, **host_figures(run, part, entry, errors)})
+    return rows
+
+
+def limiting(hosts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The host whose ports run out first: the first to hit errno 99, else the highest projected use."""
+    if not hosts:
+        return None
+    ran_out = [h for h in hosts if not math.isnan(h["first_addr_not_available_ts"])]
+    if ran_out:
+        return min(ran_out, key=lambda h: h["first_addr_not_available_ts"])
+
+    def key(h: dict[str, Any]) -> tuple[bool, float, float]:  # a host with no client cannot run out
+        pct, peak = h["projected_port_use_pct"], _div(h["peak_ports_in_use"], h["port_range"])
+        return (h["workers"] > 0, -1.0 if math.isnan(pct) else pct, -1.0 if math.isnan(peak) else peak)
+
+    return max(hosts, key=key)
+
+
+def _several_hosts(row: dict[str, Any], run: dict[str, Any], hosts: list[dict[str, Any]]) -> None:
+    """A run on several client hosts: its port figures, projection and exhaustion are its limiting host's."""
+    worst = limiting(hosts)
+    assert worst is not None
+    row["limiting_host"] = worst["host"]
+    for key in ("churn_per_s", "peak_ports_in_use", "port_range", "projected_port_use_pct", "seconds_to_exhaustion",
+                "observed_seconds_to_exhaustion"):  # fmt: skip
+        row[key] = worst[key]
+    row["connections_before_exhaustion"] = worst["opened_before_addr_not_available"]
+    row["peak_port_use_pct"] = _div(worst["peak_ports_in_use"] * 100, worst["port_range"])
+    if not math.isnan(_num(row.get("tw_reuse_limit_per_s"))):
+        row["tw_reuse_limit_per_s"] = worst["port_range"]
+
+
 def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
     """The summary frame: one row per run that has stats, :data:`SUMMARY_COLUMNS`."""
+    return summarize_all(runs, stats, samples, failures)[0]
+
+
+def summarize_all(
+    runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, failures: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary frame and the hosts frame (one row per run and host, :data:`HOSTS_COLUMNS`)."""
     if runs.empty:
-        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS)), pd.DataFrame(columns=list(HOSTS_COLUMNS))
     # Built a run at a time from plain dicts: a row per run, whether 1 (the web UI's live view,
     # every 2 s) or hundreds (a report), without a pandas merge per column group.
     matched = {column: failures_matching(failures, pattern)
                for pattern, column in ((ERRNO_99_PATTERN, "addr_not_available_errors"),
                                        (STALE_PATTERN, "connection_errors"))}  # fmt: skip
+    errno99_by_host = _errno99_by_host(failures)
     stats_by_id = {r["run_id"]: r for r in records(stats)}
     per_run = dict(tuple(samples.groupby("run_id"))) if len(samples) else {}
-    rows = []
+    rows, host_rows = [], []
     for run in records(runs):
         run_id = run["run_id"]
         if run_id not in stats_by_id:
@@ -270,12 +405,19 @@ def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, fa
         s = per_run[run_id] if run_id in per_run else samples.iloc[:0]
         if not s["ts"].is_monotonic_increasing:
             s = s.sort_values("ts", kind="stable")
+        hosts = hosts_of(run, s, errno99_by_host.get(run_id, {}), matched["addr_not_available_errors"].get(run_id, 0))
+        parts = by_host(s)
+        several = len(hosts) > 1
         row = {key: run[key] for key in ("run_id", "scenario", "status", "duration_s", "start")}
         row.update(stats_by_id[run_id])
         row["connections_opened"], row["connections_source"] = connection_count(run, s)
         for column, counts in matched.items():
             row[column] = counts.get(run_id, 0)
-        row.update(run_figures(run, stats_by_id[run_id], s), **exhaustion(run))
+        row.update(run_figures(run, stats_by_id[run_id], combined(parts) if len(parts) > 1 else s), **exhaustion(run))
+        row["client_hosts"] = sum(1 for h in hosts if h["workers"]) if several else 1
+        row["limiting_host"] = ""
+        if several:
+            _several_hosts(row, run, hosts)
         row["tls_errors"] = _num(run.get("client_tls_errors"))
         requests, observed = _num(row["requests"]), row["observed_seconds_to_exhaustion"]
         row.update(connection_cost(run, requests))
@@ -284,7 +426,23 @@ def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, fa
             abs(row["seconds_to_exhaustion"] - observed) / observed * 100 if observed > 0 else math.nan
         )
         rows.append(row)
+        host_rows.extend(hosts)
+    host_frame = pd.DataFrame(host_rows, columns=list(HOSTS_COLUMNS))
     if not rows:
-        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS)), host_frame
     df = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    return df.sort_values("start", kind="stable").reset_index(drop=True) if len(df) > 1 else df
+    return (df.sort_values("start", kind="stable").reset_index(drop=True) if len(df) > 1 else df), host_frame
+
+
+def _errno99_by_host(failures: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """run -> host -> failures with errno 99 (failures.csv's Host column)."""
+    out: dict[str, dict[str, int]] = {}
+    if not len(failures) or "host" not in failures.columns:
+        return out
+    found = re.compile(ERRNO_99_PATTERN)
+    for run_id, error, host, n in zip(failures["run_id"].tolist(), failures["error"].astype(str).tolist(),
+                                      failures["host"].tolist(), failures["occurrences"].tolist(),
+                                      strict=True):  # fmt: skip
+        if isinstance(host, str) and found.search(error):
+            out.setdefault(run_id, {})[host] = out.setdefault(run_id, {}).get(host, 0) + int(_num(n) or 0)
+    return out

@@ -217,6 +217,34 @@ def exhaustion_table(summary: pd.DataFrame) -> str:
     )
 
 
+def hosts_table(hosts: pd.DataFrame | None) -> str:
+    """Runs on several client hosts: each host's own ports against its own range (hosts.csv)."""
+    if hosts is None or hosts.empty:
+        return ""
+    several = hosts.groupby("run_id")["host"].transform("size") > 1
+    shown = hosts[several]
+    if shown.empty:
+        return ""
+    head = (
+        "<tr><th class='l'>run</th><th class='l'>host</th><th>workers</th><th>connections</th>"
+        "<th>new connections / s</th><th>peak client TIME_WAIT</th><th>peak ports in use</th><th>port range</th>"
+        "<th>projected port use</th><th>range runs out in (s)</th><th>errno 99 failures</th></tr>"
+    )
+    rows = "".join(
+        f"<tr><td class='l'><a href='#run-{esc(r['run_id'])}'>{esc(r['run_id'])}</a></td>"
+        f"<td class='l'>{esc(r['host'])}</td><td>{fmt(r['workers'])}</td><td>{fmt(r['connections_opened'])}</td>"
+        f"<td>{fmt(r['churn_per_s'], 1)}</td><td>{fmt(r['peak_client_time_wait'])}</td>"
+        f"<td>{fmt(r['peak_ports_in_use'])}</td><td>{fmt(r['port_range'])}</td>"
+        f"<td>{fmt(r['projected_port_use_pct'], 1)}%</td><td>{fmt(r['seconds_to_exhaustion'], 2)}</td>"
+        f"<td>{fmt(r['addr_not_available_errors'])}</td></tr>"
+        for _, r in shown.iterrows()
+    )
+    return (
+        "<h2>Hosts</h2><p class='muted'>Ports run out per client host: each host's own connections, TIME_WAIT "
+        f"and ports, against its own range (hosts.csv).</p><table id='hosts'>{head}{rows}</table>"
+    )
+
+
 def settings_table(run: dict[str, Any]) -> str:
     settings = dict(run.get("settings") or {})
     extra = {
@@ -285,6 +313,7 @@ def render_html(
     skipped: list[Any],
     out_dir: str,
     plotly_js: str | None = None,
+    hosts: pd.DataFrame | None = None,
 ) -> str:
     """The whole page; it loads plotly.min.js from beside itself, or holds ``plotly_js`` inline (one file)."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -317,7 +346,7 @@ def render_html(
         "client runs out of ports (errno 99) after <b>range runs out in</b> seconds.</p>"
         f"<h2>Verdicts</h2>{verdict_table(summary, verdicts)}"
         f"<h2>Numbers</h2>{summary_table(summary, verdicts)}"
-        f"{exhaustion_table(summary)}"
+        f"{exhaustion_table(summary)}{hosts_table(hosts)}"
         f"<h2>Comparison</h2>{comparison_charts(summary) if len(summary) else ''}"
         f"<h2>Each run over time</h2>{sections}{skipped_html}"
     )

@@ -36,6 +36,7 @@ class Snapshot:
     by_name: list[dict[str, Any]] = field(default_factory=list)
     last_sample: dict[str, Any] = field(default_factory=dict)
     tcp_tw_reuse: int | None = None
+    hosts: list[dict[str, Any]] = field(default_factory=list)  # hosts.csv's rows of the run, several hosts only
     taken: float = 0.0
 
 
@@ -94,7 +95,7 @@ class LiveView:
 
         from analysis.compare import verdicts
         from analysis.load import LoadError, framed, load_runs, run_row
-        from analysis.metrics import summarize
+        from analysis.metrics import records, summarize_all
 
         folder: Path = run.folder
         if run.record.status is not Status.RUNNING:  # finished: exactly what the report reads
@@ -119,7 +120,7 @@ class LiveView:
                       for e in env.stats.errors.values()]  # fmt: skip
             failures_frame = pd.DataFrame(errors, columns=["Method", "Name", "Error", "Occurrences"])
             samples, failures = framed(folder.name, samples, failures_frame)
-        summary = summarize(runs, stats, samples, failures)
+        summary, hosts = summarize_all(runs, stats, samples, failures)
         verdict = verdicts(summary, runs)
         row = {k: _clean(v) for k, v in summary.iloc[0].to_dict().items()} if len(summary) else {}
         last = {k: _clean(v) for k, v in samples.iloc[-1].to_dict().items()} if len(samples) else {}
@@ -133,6 +134,7 @@ class LiveView:
             by_name=self._by_name(record, row),
             last_sample=last,
             tcp_tw_reuse=record.kernel.tcp_tw_reuse,
+            hosts=[{k: _clean(v) for k, v in h.items()} for h in records(hosts)] if len(hosts) > 1 else [],
         )
 
     def _live_record(self, run: Any) -> RunRecord:

@@ -9,7 +9,8 @@ Connections tab
     closed by the client and by the server, discards, connect errors by errno. Above the table a
     panel (a small script added to Locust's page, since the table holds text only) gives the
     report's one-line verdict, the sockets (TIME_WAIT per side, ESTABLISHED, ports in use against
-    the range, churn, projection, tcp_tw_reuse) and a link to the live charts. The same rows are in
+    the range, churn, projection, tcp_tw_reuse), with several client hosts a row per host (its
+    own ports against its own range), and a link to the live charts. The same rows are in
     ``/stats/requests`` under ``extended_stats``, key ``connections``; the total row also carries
     the verdict and the socket figures.
 ``/keepalive-lab/charts``
@@ -103,7 +104,7 @@ def install(
         snap = session.live.snapshot()
         rows = [dict(row) for row in snap.by_name]
         if rows:  # the total row also carries what scripts want: the verdict and the sockets
-            rows[-1].update(status=snap.status, run_id=snap.run_id, verdict=snap.verdict,
+            rows[-1].update(status=snap.status, run_id=snap.run_id, verdict=snap.verdict, hosts=snap.hosts,
                             **{k: snap.summary.get(k) for k in SOCKET_FIGURES})  # fmt: skip
         return rows
 
@@ -130,7 +131,8 @@ def install(
         snap = session.live.snapshot()
         return jsonify({"run_id": snap.run_id, "status": snap.status, "folder": snap.folder,
                         "verdict": snap.verdict, "why": snap.why, "summary": snap.summary,
-                        "last_sample": snap.last_sample, "tcp_tw_reuse": snap.tcp_tw_reuse})  # fmt: skip
+                        "last_sample": snap.last_sample, "tcp_tw_reuse": snap.tcp_tw_reuse,
+                        "hosts": snap.hosts})  # fmt: skip
 
     @pages.route(f"{PREFIX}/charts")
     @guard

@@ -35,6 +35,38 @@
     return out;
   }
 
+  // Several client hosts: ports run out per host, so each gets its own row against its own range.
+  function hostsTable(hosts, limiting) {
+    var table = document.createElement("table");
+    table.id = "keepalive-lab-hosts";
+    table.style.cssText = "border-collapse:collapse;margin:4px 0 8px 0;font-size:.9rem";
+    var head = ["Host", "Workers", "Connections", "Churn /s", "Peak client TIME_WAIT", "Peak ports in use",
+      "Port range", "Projected port use", "Runs out in", "errno 99"];
+    var tr = document.createElement("tr");
+    head.forEach(function (h) {
+      var th = document.createElement("th");
+      th.textContent = h;
+      th.style.cssText = "text-align:left;padding:2px 10px 2px 0;font-weight:600";
+      tr.appendChild(th);
+    });
+    table.appendChild(tr);
+    hosts.forEach(function (h) {
+      var row = document.createElement("tr");
+      [h.host + (h.host === limiting ? " (runs out first)" : ""), num(h.workers), num(h.connections_opened),
+        num(h.churn_per_s, 1), num(h.peak_client_time_wait), num(h.peak_ports_in_use), num(h.port_range),
+        num(h.projected_port_use_pct, 1) + "%",
+        h.seconds_to_exhaustion === null || h.seconds_to_exhaustion === undefined ? "never" : num(h.seconds_to_exhaustion, 1) + " s",
+        num(h.addr_not_available_errors)].forEach(function (text) {
+        var td = document.createElement("td");
+        td.textContent = text;
+        td.style.cssText = "padding:2px 10px 2px 0";
+        row.appendChild(td);
+      });
+      table.appendChild(row);
+    });
+    return table;
+  }
+
   function render(panel) {
     panel.textContent = "";
     var title = document.createElement("div");
@@ -59,6 +91,7 @@
       list.appendChild(dd);
     });
     panel.appendChild(list);
+    if (data.hosts && data.hosts.length > 1) panel.appendChild(hostsTable(data.hosts, (data.summary || {}).limiting_host));
     var link = document.createElement("a");
     link.id = "keepalive-lab-charts-link";
     link.href = base + "charts";
