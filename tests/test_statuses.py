@@ -193,3 +193,51 @@ def test_a_lost_worker_makes_the_run_degraded_naming_it(tmp_path):
     assert "keepalive-lab: " in out and "status degraded" in out
     # The surviving worker's counts and the lost one's last report make the totals; nothing after it.
     assert run["client_connections"]["opened"] >= lost["opened"]
+
+
+def test_a_lost_workers_users_do_not_spend_their_budgets_again_where_locust_moves_them(tmp_path):
+    """--enable-rebalancing: Locust moves a lost worker's users to the others. Their budgets were being
+    spent on the lost worker, so the moved users make no request; the run ends when every other user
+    has spent its own, degraded, within users x budget."""
+    from keepalive_lab.peers import free_port
+
+    port, run_dir = free_port(), tmp_path / "runs"
+    master = subprocess.Popen(
+        locust_command("concurrent.py", "--headless", "--master", "--master-bind-host", "127.0.0.1",
+                       "--master-bind-port", str(port), "--expect-workers", "2", "--enable-rebalancing",
+                       "--run-dir", str(run_dir), "-u", "4", "-r", "4", "--pool-scope", "user",
+                       "--requests-per-user", "150", "--think-time", "0.05", "-t", "60s"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            locust_command("concurrent.py", "--worker", "--master-port", str(port)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+            start_new_session=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    try:
+        wait_for(lambda: list(run_dir.glob("*/sockets.csv")), "the run to start")
+        time.sleep(2)  # the users are at work: about 40 of their 150 requests each
+        workers[0].kill()  # SIGKILL: it sends nothing more; Locust marks it missing after 3 s
+        master.wait(timeout=90)
+    finally:
+        for proc in (master, *workers):
+            end_group(proc)
+    out = master.stdout.read()
+    survivor_log = workers[1].stdout.read()
+    run = json.loads((only_run_folder(run_dir) / "run.json").read_text())
+    assert run["status"] == "degraded" and master.returncode == 1, out
+    assert run["duration_s"] < 55, out  # ended by the spent budgets, not by -t
+    (lost,) = run["lost_workers"]
+    assert f"worker {lost['id']} on host" in out and "its 2 user(s) are lost with it" in out
+    # Locust moved the 2 users: the survivor refused both, and its own 2 users made their 150 each.
+    assert "Worker " in out and "failed to send heartbeat" in out
+    assert survivor_log.count("a user moved here from a lost worker makes no request") == 2, survivor_log
+    (survivor,) = [w for w in run["workers"] if w["id"] != lost["id"]]
+    assert run["requests"] <= 4 * 150
+    assert run["requests"] - lost["requests"] == 2 * 150  # the survivor's own users, nothing more
