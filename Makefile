@@ -12,7 +12,7 @@ OLDEST_TESTS := tests/test_sequential.py tests/test_concurrent.py tests/test_sid
 COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --quiet --extra dev --generate-hashes --python-version 3.11 \
 	--python-platform linux --no-header
 
-.PHONY: install lock tools test test-oldest demo perf lab report bench lint clean
+.PHONY: install lock tools test test-oldest demo perf lab cluster report bench lint clean
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ $(OLDEST)/.installed: pyproject.toml $(OLDEST_LOCK)
 # Real port exhaustion in private network namespaces (root), projection against observation.
 lab: install
 	$(PY) -m keepalive_lab.matrix matrices/lab.toml --check
+
+# A master and workers on simulated client hosts (network namespaces on a bridge) against nginx,
+# one host's port range narrowed: the report names the host that runs out (root).
+cluster: install tools
+	$(PY) -m keepalive_lab.cluster
 
 report: install
 	$(PY) -m analysis report
