@@ -7,6 +7,8 @@ from __future__ import annotations
 from locust import User, constant, events, task
 from locust.env import Environment
 
+import csv
+import io
 import json
 import socket
 import sys
@@ -62,6 +64,34 @@ def check_stop_worker_users(master, worker) -> None:
     assert wait(lambda: worker.user_count == 0), "the worker's users did not stop"
 
 
+def check_answering_worker_ids(master, worker) -> None:
+    assert locust_compat.answering_worker_ids(master) == [worker.client_id]
+    master.clients[worker.client_id].state = "missing"  # what Locust's heartbeat check sets
+    try:
+        assert locust_compat.answering_worker_ids(master) == []
+    finally:
+        master.clients[worker.client_id].state = "ready"
+
+
+def check_worker_user_counts(master, worker) -> None:
+    master.start(2, spawn_rate=100)
+    assert wait(lambda: locust_compat.worker_user_counts(master) == {worker.client_id: 2}), (
+        f"the master never heard of the worker's 2 users: {locust_compat.worker_user_counts(master)}"
+    )
+    master.stop()
+    assert wait(lambda: worker.user_count == 0), "the worker's users did not stop"
+
+
+def check_before_master_start(master, worker) -> None:
+    called = []
+    locust_compat.before_master_start(master, lambda: called.append(master.user_count))
+    master.start(1, spawn_rate=100)
+    assert called == [0], called
+    assert wait(lambda: worker.user_count == 1), "the wrapped start() did not start the users"
+    master.stop()
+    assert wait(lambda: worker.user_count == 0), "the worker's users did not stop"
+
+
 def check_send_stats_now(master, worker) -> None:
     seen = []
     master.environment.events.worker_report.add_listener(lambda client_id, data, **_: seen.append(client_id))
@@ -94,6 +124,17 @@ def check_stats_csv_files() -> None:
     files = locust_compat.stats_csv_files(env)
     assert set(files) == {"stats.csv", "failures.csv", "exceptions.csv"}
     assert files["stats.csv"].startswith("Type,Name,Request Count,Failure Count")
+    # With a host per error: one row per error and host, in the order of Locust's rows.
+    for name, error in (("/b", "OSError(99, 'Cannot assign requested address')"), ("/a", "boom")):
+        env.stats.log_error("GET", name, error)
+    env.stats.log_error("GET", "/a", "boom")
+    hosts = {"/a": {"h1": 1, "h2": 1}, "/b": {"h2": 1}}
+    by_key = {key: hosts[err.name] for key, err in env.stats.errors.items()}
+    text = locust_compat.stats_csv_files(env, by_key.__getitem__)["failures.csv"]
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0][:4] == ["Method", "Name", "Error", "Occurrences"] and rows[0][-1] == "Host", rows[0]
+    got = sorted((r[1], r[-1], r[3]) for r in rows[1:])
+    assert got == [("/a", "h1", "1"), ("/a", "h2", "1"), ("/b", "h2", "1")], text
 
 
 def check_stats_history() -> None:
@@ -129,12 +170,22 @@ def main() -> None:
     try:
         master, worker = master_and_worker()
     except Exception as e:
-        for name in ("worker_ids", "stop_worker_users", "send_stats_now"):
+        for name in (
+            "worker_ids",
+            "stop_worker_users",
+            "send_stats_now",
+            "answering_worker_ids",
+            "worker_user_counts",
+            "before_master_start",
+        ):
             results[name] = f"no master and worker: {e}"
     else:
         run("worker_ids", check_worker_ids, master, worker)
         run("stop_worker_users", check_stop_worker_users, master, worker)
         run("send_stats_now", check_send_stats_now, master, worker)
+        run("answering_worker_ids", check_answering_worker_ids, master, worker)
+        run("worker_user_counts", check_worker_user_counts, master, worker)
+        run("before_master_start", check_before_master_start, master, worker)
         master.quit()
         worker.quit()
     print(json.dumps(results))

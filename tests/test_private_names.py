@@ -17,7 +17,8 @@ from keepalive_lab.clients import gevent_pool, urllib3_pool
 
 HERE = Path(__file__).resolve().parent
 LOCUST_FUNCTIONS = ("worker_ids", "stop_worker_users", "send_stats_now", "target_user_count", "greenlet_crashed",
-                    "html_report", "stats_csv_files", "StatsHistory")  # fmt: skip
+                    "html_report", "stats_csv_files", "StatsHistory", "answering_worker_ids", "worker_user_counts",
+                    "before_master_start")  # fmt: skip
 TAKEN_FROM_LOCUST = "2.47.0"  # keepalive_lab.locust_compat.TAKEN_FROM (not imported: locust patches gevent)
 
 
