@@ -95,7 +95,7 @@ class LiveView:
 
         from analysis.compare import verdicts
         from analysis.load import LoadError, framed, load_runs, run_row
-        from analysis.metrics import records, summarize_all
+        from analysis.metrics import by_host, combined, records, summarize_all
 
         folder: Path = run.folder
         if run.record.status is not Status.RUNNING:  # finished: exactly what the report reads
@@ -123,7 +123,9 @@ class LiveView:
         summary, hosts = summarize_all(runs, stats, samples, failures)
         verdict = verdicts(summary, runs)
         row = {k: _clean(v) for k, v in summary.iloc[0].to_dict().items()} if len(summary) else {}
-        last = {k: _clean(v) for k, v in samples.iloc[-1].to_dict().items()} if len(samples) else {}
+        parts = by_host(samples)  # several hosts: "now" is the sum of each host's last sample
+        latest = combined(parts).iloc[-1] if len(parts) > 1 else samples.iloc[-1] if len(samples) else None
+        last = {k: _clean(v) for k, v in latest.to_dict().items()} if latest is not None else {}
         return Snapshot(
             run_id=folder.name,
             status=str(record.status),

@@ -7,6 +7,8 @@ the connection counts are exact."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -136,3 +138,85 @@ def test_a_target_bind_that_is_no_usable_address_is_refused_in_one_line(run_locu
         f"error: argument --target-bind: {value!r} is not valid; use an IP address of this host that clients can "
         "reach (not a wildcard such as 0.0.0.0)"
     )
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make tools installs it as root)")
+def test_the_connections_tab_shows_a_row_per_host(tmp_path):
+    """A web-UI master here and a worker on the other host: the tab lists both hosts, each with its own
+    counts and range, the same as run.json's."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    from conftest import ROOT, wait_for
+    from playwright.sync_api import sync_playwright
+
+    port, web_port, run_dir = free_port(), free_port(), tmp_path / "runs"
+    with TwoHosts() as hosts:
+        master = subprocess.Popen(
+            locust_command("concurrent.py", "--master", "--master-bind-host", hosts.here, "--master-bind-port",
+                           str(port), "--web-host", "127.0.0.1", "--web-port", str(web_port), "--run-dir",
+                           str(run_dir), "--target-bind", hosts.here),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
+        worker = subprocess.Popen(
+            ["ip", "netns", "exec", hosts.ns,
+             *locust_command("concurrent.py", "--worker", "--master-host", hosts.here, "--master-port", str(port))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{web_port}"
+        try:
+
+            def one_worker() -> bool:
+                try:
+                    with urllib.request.urlopen(f"{url}/stats/requests", timeout=2) as resp:
+                        return len(json.loads(resp.read()).get("workers", [])) == 1
+                except OSError:
+                    return False
+
+            wait_for(one_worker, "the worker to join the master")
+            form = urllib.parse.urlencode({"user_count": 10, "spawn_rate": 10}).encode()
+            urllib.request.urlopen(f"{url}/swarm", data=form, timeout=10).read()
+            folder = wait_for(lambda: next((p.parent for p in run_dir.glob("*/run.json") if json.loads(
+                p.read_text())["status"] != "running"), None), "the run to finish", timeout_s=60)  # fmt: skip
+            run = json.loads((folder / "run.json").read_text())
+
+            def stopped() -> bool:  # Locust caches /stats/requests 2 s; its page follows that state
+                with urllib.request.urlopen(f"{url}/stats/requests", timeout=5) as resp:
+                    return json.loads(resp.read())["state"] == "stopped"
+
+            wait_for(stopped, "Locust's stats to say stopped")
+            metrics = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+                page = browser.new_page(viewport={"width": 1366, "height": 900})
+                page.goto(f"{url}/?tab=connections")
+                page.wait_for_selector("#keepalive-lab-hosts tr:nth-child(3)", timeout=20000)
+                rows = page.locator("#keepalive-lab-hosts tr").all_inner_texts()
+                (ROOT / "reports" / "test-artifacts").mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ROOT / "reports" / "test-artifacts" / "web-ui-hosts.png"), full_page=True)
+                browser.close()
+        finally:
+            for proc in (master, worker):
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert run["status"] == "completed", run["status_reason"]
+    by_host = {h["host"]: h for h in run["hosts"]}
+    there = f"{os.uname().nodename}/{hosts.ns}"
+    assert set(by_host) == {os.uname().nodename, there}
+    cells = {row.split("\t")[0].split(" (")[0]: row.split("\t") for row in rows[1:]}
+    assert set(cells) == set(by_host), rows
+    # Host, Workers, Connections, ...: the worker's host holds the run's 10 users' connections.
+    assert cells[there][1:3] == ["1", str(by_host[there]["opened"])] and by_host[there]["opened"] >= 2
+    assert cells[os.uname().nodename][1:3] == ["0", "0"]
+    assert cells[there][6] == f"{by_host[there]['kernel']['port_range']:,}"
+    # /metrics: a series per host, the same numbers.
+    opened = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'keepalive_connections_opened_total\{host="([^"]+)",scenario="concurrent"\} (\S+)', metrics)}  # fmt: skip
+    assert opened == {there: by_host[there]["opened"]}, metrics
+    ranges = set(re.findall(r'keepalive_port_range\{host="([^"]+)"', metrics))
+    assert ranges == set(by_host), metrics
