@@ -14,6 +14,7 @@ BENCHMARKS = {
     "churn": "benchmarks.churn_rate",
     "webui": "benchmarks.web_ui_cost",
     "measure": "benchmarks.measure_overhead",
+    "cluster": "benchmarks.cluster_cost",
 }
 
 
