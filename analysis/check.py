@@ -16,6 +16,15 @@ host of the run (one result per host)::
 
     [scenarios."cluster-*"]
     "hosts.projected_port_use_pct" = "< 50"     # no client host past half its own range
+
+and ``NAME.delta`` or ``NAME.delta_pct`` for the change of a ``summary.csv`` column against the
+scenario's previous run, or the newest run of the scenario in ``--baseline DIR`` (the report's
+regression view, :func:`analysis.compare.regressions`)::
+
+    [scenarios."*"]
+    "connections_per_request.delta_pct" = "<= 10"   # may not rise by more than 10 %
+
+A delta rule with nothing to compare with is not measured, and fails.
  Each rule is checked against the newest run of each scenario it matches. A rule
 checked against a run that did not complete (stopped, interrupted, stuck, degraded, failed) fails, unless
 that status is allowed (``--allow-status``): its numbers do not describe the run that was asked for.
@@ -46,7 +55,12 @@ OPERATORS = {
     ">": operator.gt,
 }
 HOST_PREFIX = "hosts."
-NUMERIC_METRICS = SUMMARY_NUMERIC + tuple(HOST_PREFIX + c for c in HOSTS_NUMERIC)
+DELTA_SUFFIXES = (".delta_pct", ".delta")
+NUMERIC_METRICS = (
+    SUMMARY_NUMERIC
+    + tuple(HOST_PREFIX + c for c in HOSTS_NUMERIC)
+    + tuple(c + suffix for suffix in DELTA_SUFFIXES for c in SUMMARY_NUMERIC)
+)
 RESULT_COLUMNS = ("scenario", "run_id", "status", "metric", "bound", "measured", "passed", "host")
 COMPLETED = "completed"
 
@@ -105,7 +119,11 @@ def latest_per_scenario(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate(
-    rules: list[Rule], summary: pd.DataFrame, allowed: tuple[str, ...] = (COMPLETED,), hosts: pd.DataFrame | None = None
+    rules: list[Rule],
+    summary: pd.DataFrame,
+    allowed: tuple[str, ...] = (COMPLETED,),
+    hosts: pd.DataFrame | None = None,
+    changes: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One result row per (rule, matched run), or per (rule, matched run, host) for a ``hosts.`` metric;
     raises RulesError for a rule that matches no run.
@@ -122,7 +140,12 @@ def evaluate(
             raise RulesError(f"rule for scenario {rule.scenario!r} matches no run (scenarios: {known})")
         for _, run in matched.iterrows():
             status = str(run["status"])
-            if rule.metric.startswith(HOST_PREFIX):
+            if rule.metric.endswith(DELTA_SUFFIXES):
+                base, _, kind = rule.metric.rpartition(".")
+                mine = changes[(changes["run_id"] == run["run_id"]) & (changes["metric"] == base)] if (
+                    changes is not None and len(changes)) else pd.DataFrame()  # fmt: skip
+                measured_by_host = [("", mine[kind].iloc[0] if len(mine) else math.nan)]
+            elif rule.metric.startswith(HOST_PREFIX):
                 column = rule.metric.removeprefix(HOST_PREFIX)
                 mine = hosts[hosts["run_id"] == run["run_id"]] if hosts is not None else pd.DataFrame()
                 measured_by_host = [(str(h), v) for h, v in zip(mine["host"], mine[column], strict=True)] if len(

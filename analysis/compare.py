@@ -2,9 +2,11 @@
 
 :func:`verdicts` returns one row per run: ``verdict`` (what happened, in numbers, one sentence),
 ``why`` (the setting or peer that caused it), ``time_wait_side`` (``client``, ``server`` or
-``none``) and ``churns`` (True when the client closes more than
-:data:`~analysis.metrics.REUSE_MAX` connections per request). Every number comes from the
-summary row (:mod:`analysis.metrics`); nothing is computed again here.
+``none``), ``churns`` (True when the client closes more than
+:data:`~analysis.metrics.REUSE_MAX` connections per request), ``severity`` (3 out of ports to 0
+reuses) and ``short`` (the verdict in at most 12 words). :func:`regressions` sets each scenario's
+newest run against its previous one, or a baseline's. Every number comes from the summary row
+(:mod:`analysis.metrics`); nothing is computed again here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.metrics import REUSE_MAX, records
+from keepalive_lab.schema import SUMMARY_NUMERIC
 
 PEER_CAUSES = {
     "http.server": "HTTP/1.0",
@@ -205,8 +208,11 @@ def why(run: dict[str, Any], row: Mapping[str, Any]) -> str:
     return "; ".join(reasons)
 
 
+VERDICT_COLUMNS = ("run_id", "verdict", "why", "time_wait_side", "churns", "cost", "severity", "short")
+
+
 def verdicts(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: run_id, verdict, why, time_wait_side, churns."""
+    """One row per run: :data:`VERDICT_COLUMNS` (``severity`` and ``short`` are defined below)."""
     by_id = {r["run_id"]: r for r in records(runs)}
     rows = []
     for row in records(summary):
@@ -219,5 +225,127 @@ def verdicts(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
             "time_wait_side": time_wait_side(row["peak_client_time_wait"], row["peak_server_time_wait"]),
             "churns": bool(not pd.isna(closes) and closes > REUSE_MAX),
             "cost": connection_cost(row),
+            "severity": severity(row, run),
+            "short": short_verdict(row, run),
         })  # fmt: skip
-    return pd.DataFrame(rows, columns=["run_id", "verdict", "why", "time_wait_side", "churns", "cost"])
+    return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
+
+
+# -- the first screen: a short verdict and a severity per run ----------------------------------
+
+SEVERITIES = (
+    (3, "out of ports", "ran out of ports (errno 99), or failed"),
+    (2, "will run out", "the churn runs a port range (or the server's TIME_WAIT table) out if it lasts"),
+    (1, "churns", "churns connections, the server closes them, or the run did not complete"),
+    (0, "reuses", "reuses its connections"),
+)
+SEVERITY_NAMES = {level: name for level, name, _ in SEVERITIES}
+
+
+def severity(row: Mapping[str, Any], run: dict[str, Any] | None = None) -> int:
+    """How bad a run is, 3 (out of ports, or failed) to 0 (reuses): the first screen's order and colour."""
+    run = run or {}
+    if not _missing(row.get("observed_seconds_to_exhaustion")) or row.get("status") == "failed":
+        return 3
+    limit, churn = row.get("tw_reuse_limit_per_s"), row.get("churn_per_s")
+    reuse_holds = not _missing(limit) and not _missing(churn) and churn < limit
+    server_pct = row.get("projected_server_tw_pct")
+    if (not _missing(row.get("seconds_to_exhaustion")) and not reuse_holds) or (
+        not _missing(server_pct) and server_pct >= 100
+    ):
+        return 2
+    closes, requests = row.get("client_closes_per_request"), row.get("requests") or 0
+    server_per_request = _count(row.get("server_closes")) / requests if requests else 0
+    churns = not _missing(closes) and closes > REUSE_MAX
+    if churns or server_per_request >= SERVER_CLOSES_MIN or stale_keepalive(run) or row.get("status") != "completed":
+        return 1
+    return 0
+
+
+def short_verdict(row: Mapping[str, Any], run: dict[str, Any] | None = None) -> str:
+    """The run in at most 12 words (the full sentence is :func:`verdict`)."""
+    run = run or {}
+    opened, requests = row.get("connections_opened"), row.get("requests")
+    if _missing(opened):
+        return "connections not counted"
+    if not requests:
+        return "no request was made"
+    if not _missing(row.get("observed_seconds_to_exhaustion")):
+        host = _text(row.get("limiting_host"))
+        return f"ran out of ports after {_secs(row['observed_seconds_to_exhaustion'])}" + (
+            f" on {host}" if host else ""
+        )
+    if stale_keepalive(run):
+        return "stale keep-alive: the server drops idle connections first"
+    server_per_request = _count(row.get("server_closes")) / requests
+    closes = row.get("client_closes_per_request")
+    if server_per_request >= SERVER_CLOSES_MIN and not (not _missing(closes) and closes > server_per_request):
+        return f"the server closes connections ({server_close_cause(run)})"
+    if not _missing(closes) and closes > REUSE_MAX:
+        secs, limit = row.get("seconds_to_exhaustion"), row.get("tw_reuse_limit_per_s")
+        if not _missing(secs) and (_missing(limit) or row["churn_per_s"] >= limit):
+            return f"churns: the port range runs out in {_secs(secs)}"
+        return f"churns: the client closes {_per_request(closes)}"
+    return f"reuses: {_plural(opened, 'connection')} for {_plural(requests, 'request')}"
+
+
+# -- against earlier runs: did this change make the client open more connections? ---------------
+
+# The metrics compared, and whether a rise is worse (True) or better (False).
+REGRESSION_METRICS: tuple[tuple[str, bool], ...] = (
+    ("connections_per_request", True),
+    ("connections_opened", True),
+    ("client_closes_per_request", True),
+    ("churn_per_s", True),
+    ("peak_client_time_wait", True),
+    ("peak_ports_in_use", True),
+    ("projected_port_use_pct", True),
+    ("addr_not_available_errors", True),
+    ("p95_ms", True),
+    ("rps", False),
+)
+HIGHER_IS_BETTER = ("rps", "reuse_pct", "reuse_saved_s", "requests")
+REGRESSION_COLUMNS = ("scenario", "run_id", "previous_run_id", "metric", "previous", "current", "delta", "delta_pct",
+                      "worse")  # fmt: skip
+
+
+def previous_runs(summary: pd.DataFrame, baseline: pd.DataFrame | None = None) -> dict[str, dict[str, Any]]:
+    """For each scenario's newest run, the run it is compared with: the newest run of that scenario in
+    ``baseline`` when given, else the scenario's run before the newest."""
+    out: dict[str, dict[str, Any]] = {}
+    ordered = summary.sort_values("start", kind="stable")
+    base = baseline.sort_values("start", kind="stable") if baseline is not None and len(baseline) else None
+    for scenario, runs in ordered.groupby("scenario", sort=False):
+        if base is not None:
+            earlier = base[base["scenario"] == scenario]
+            if len(earlier):
+                out[str(scenario)] = records(earlier.tail(1))[0]
+            continue
+        if len(runs) > 1:
+            out[str(scenario)] = records(runs.iloc[[-2]])[0]
+    return out
+
+
+def regressions(summary: pd.DataFrame, baseline: pd.DataFrame | None = None, every: bool = True) -> pd.DataFrame:
+    """Each scenario's newest run against its previous one (:func:`previous_runs`), metric by metric:
+    the values, the change (``delta``, and ``delta_pct`` of the previous value) and whether it is
+    worse. Every numeric column of summary.csv (the gate bounds any), or only
+    :data:`REGRESSION_METRICS` (what the page shows) when not ``every``."""
+    previous = previous_runs(summary, baseline)
+    shown = dict(REGRESSION_METRICS)
+    metrics = [(m, shown.get(m, m not in HIGHER_IS_BETTER)) for m in SUMMARY_NUMERIC] if every else REGRESSION_METRICS
+    latest = summary.sort_values("start", kind="stable").groupby("scenario", sort=False).tail(1)
+    rows = []
+    for now in records(latest):
+        before = previous.get(str(now["scenario"]))
+        if before is None:
+            continue
+        for metric, rise_is_worse in metrics:
+            a, b = before.get(metric), now.get(metric)
+            if _missing(a) or _missing(b):
+                continue
+            delta = float(b) - float(a)
+            pct = delta / abs(float(a)) * 100 if a else (0.0 if delta == 0 else math.inf)
+            rows.append((now["scenario"], now["run_id"], before["run_id"], metric, float(a), float(b), delta, pct,
+                         delta > 0 if rise_is_worse else delta < 0))  # fmt: skip
+    return pd.DataFrame(rows, columns=list(REGRESSION_COLUMNS))

@@ -19,11 +19,15 @@ Frames of :class:`Loaded` (one row per run in ``runs``; the others carry ``run_i
 
 from __future__ import annotations
 
+import csv
+import functools
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from keepalive_lab.schema import (
@@ -112,11 +116,21 @@ class Skipped:
 
 @dataclass
 class Loaded:
+    """The frames of the loaded runs. ``samples_by_run``: each run's samples (run id -> frame, sorted
+    by time as written); ``samples`` is them in one frame, made on first use (the report's stages
+    take the per-run frames, and a million rows are not copied once more)."""
+
     runs: pd.DataFrame
     stats: pd.DataFrame
-    samples: pd.DataFrame
+    samples_by_run: dict[str, pd.DataFrame]
     failures: pd.DataFrame
     skipped: list[Skipped] = field(default_factory=list)
+
+    @functools.cached_property
+    def samples(self) -> pd.DataFrame:
+        if not self.samples_by_run:
+            return pd.DataFrame(columns=[*SOCKETS_COLUMNS, "run_id"])
+        return pd.concat(list(self.samples_by_run.values()), ignore_index=True)
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:
@@ -129,6 +143,7 @@ def find_run_dirs(root: str | Path) -> list[Path]:
 
 
 def _read_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV with its ``required`` columns, ``numeric`` ones numbers on every line; LoadError naming the problem."""
     if not path.exists():
         raise LoadError(f"{path}: missing")
     try:
@@ -141,6 +156,10 @@ def _read_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...] = 
     if missing:
         raise LoadError(f"{path}: missing columns {', '.join(missing)}")
     if numeric and len(df):
+        if all(df[c].dtype.kind in "iuf" for c in numeric):  # read as numbers: only a torn line is left to find
+            floats = [c for c in numeric if df[c].dtype.kind == "f"]  # a missing value turns a column to floats
+            if not any(np.isnan(df[c].to_numpy()).any() for c in floats):
+                return df
         values = df[list(numeric)].apply(pd.to_numeric, errors="coerce")
         bad = values.isna().any(axis=1)
         if bad.any():
@@ -149,6 +168,31 @@ def _read_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...] = 
             raise LoadError(f"{path}: {what}")
         df[list(numeric)] = values
     return df
+
+
+def _read_small_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """A small CSV of Locust's (stats.csv, failures.csv) as rows of text, read without pandas' per-file cost."""
+    if not path.exists():
+        raise LoadError(f"{path}: missing")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise LoadError(f"{path}: empty")
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise LoadError(f"{path}: missing columns {', '.join(missing)}")
+            return [dict(zip(header, row, strict=False)) for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise LoadError(f"{path}: malformed CSV ({e})") from None
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "", "N/A") else math.nan
+    except ValueError:
+        return math.nan
 
 
 def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame, pd.DataFrame]:
@@ -167,19 +211,22 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
         raise LoadError(str(e)) from None
     if run.status is Status.RUNNING:
         raise LoadError(f"{folder / RUN_JSON}: status 'running': the run never finished (Locust was killed)")
-    stats_df = _read_csv(folder / STATS_CSV, LOCUST_STATS_COLUMNS)
-    agg = stats_df[stats_df["Name"] == "Aggregated"]
-    if agg.empty:
+    aggregated = [r for r in _read_small_csv(folder / STATS_CSV, LOCUST_STATS_COLUMNS) if r["Name"] == "Aggregated"]
+    if not aggregated:
         raise LoadError(f"{folder / STATS_CSV}: no Aggregated row")
-    a = agg.iloc[-1]
-    failures = _read_csv(folder / FAILURES_CSV, LOCUST_FAILURES_COLUMNS) if (folder / FAILURES_CSV).exists() else None
+    a = aggregated[-1]
+    failures = None
+    if (folder / FAILURES_CSV).exists():
+        rows = _read_small_csv(folder / FAILURES_CSV, LOCUST_FAILURES_COLUMNS)
+        failures = pd.DataFrame(rows) if rows else None
     samples = None
     if (folder / SOCKETS_CSV).exists():
         samples = _read_csv(folder / SOCKETS_CSV, SOCKETS_REQUIRED, SOCKETS_NUMERIC_REQUIRED)
-        samples = samples.reindex(columns=list(SOCKETS_COLUMNS))  # an older file lacks the added columns
+        if list(samples.columns) != list(SOCKETS_COLUMNS):  # an older file lacks the added columns
+            samples = samples.reindex(columns=list(SOCKETS_COLUMNS))
     run_id = folder.name
     row = run_row(run, target, run_id, str(folder))
-    numbers = pd.to_numeric(a[list(LOCUST_STATS_COLUMNS[1:])], errors="coerce")  # Locust writes N/A for none
+    numbers = {c: _number(a[c]) for c in LOCUST_STATS_COLUMNS[1:]}  # Locust writes N/A for none
     if pd.isna(numbers["Request Count"]) or pd.isna(numbers["Failure Count"]):
         raise LoadError(f"{folder / STATS_CSV}: the Aggregated row's request counts are not numbers")
     stats_row = {
@@ -198,7 +245,7 @@ def framed(run_id: str, samples: pd.DataFrame | None, failures: pd.DataFrame | N
     """A run's samples (sockets.csv's columns) and failures (Locust's columns) as the stages take them."""
     if samples is None:
         samples = pd.DataFrame(columns=list(SOCKETS_COLUMNS))
-    samples = samples.assign(run_id=run_id)
+    samples["run_id"] = run_id  # in place: the frame is this load's own, and a copy of a long one costs
     if failures is None:
         failures = pd.DataFrame(columns=list(LOCUST_FAILURES_COLUMNS))
     if FAILURES_HOST_COLUMN not in failures.columns:  # an older folder: where is not known
@@ -290,12 +337,10 @@ def load_runs(folders: list[str | Path]) -> Loaded:
         failures.append(f)
     runs_df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     stats_df = pd.DataFrame(stats, columns=["run_id", "requests", "failures", "rps", "p50_ms", "p95_ms", "p99_ms"])
-    samples_df = (
-        pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(columns=[*SOCKETS_COLUMNS, "run_id"])
-    )
+    by_run = {str(row["run_id"]): s for row, s in zip(rows, samples, strict=True) if len(s)}
     failures_df = (
         pd.concat(failures, ignore_index=True)
         if failures
         else pd.DataFrame(columns=["method", "name", "error", "occurrences", "host", "run_id"])
     )
-    return Loaded(runs_df, stats_df, samples_df, failures_df, skipped)
+    return Loaded(runs_df, stats_df, by_run, failures_df, skipped)

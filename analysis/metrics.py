@@ -226,6 +226,14 @@ def run_figures(run: dict[str, Any], stats: dict[str, Any], s: pd.DataFrame) -> 
     }
 
 
+def reuse_pct(run: dict[str, Any], requests: float, per_request: float) -> float:
+    """The share of requests that reused a connection, %."""
+    new_requests = _num(run.get("client_new_connection_requests"))
+    if requests > 0 and not math.isnan(new_requests):
+        return 100.0 * max(0.0, requests - new_requests) / requests
+    return math.nan if math.isnan(per_request) else 100.0 * max(0.0, 1.0 - per_request)
+
+
 def connection_cost(run: dict[str, Any], requests: float) -> dict[str, float]:
     """What a new connection cost (mean TCP connect and TLS handshake, ms), and what reuse saved.
 
@@ -272,7 +280,9 @@ def by_host(s: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """A run's samples (sorted by time) per host, in the order the hosts first appear."""
     if not len(s):
         return {}
-    hosts = s["host"].astype(str)
+    hosts = s["host"].astype(str).to_numpy()
+    if (hosts == hosts[0]).all():  # one host: the common case, without a mask per host
+        return {str(hosts[0]): s}
     return {str(h): s[hosts == h] for h in pd.unique(hosts)}
 
 
@@ -378,15 +388,27 @@ def _several_hosts(row: dict[str, Any], run: dict[str, Any], hosts: list[dict[st
         row["tw_reuse_limit_per_s"] = worst["port_range"]
 
 
-def summarize(runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+def summarize(
+    runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame | dict[str, pd.DataFrame], failures: pd.DataFrame
+) -> pd.DataFrame:
     """The summary frame: one row per run that has stats, :data:`SUMMARY_COLUMNS`."""
     return summarize_all(runs, stats, samples, failures)[0]
 
 
+def per_run(samples: pd.DataFrame | dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Samples by run id: a frame of several runs grouped, or the per-run frames as they are."""
+    if isinstance(samples, dict):
+        return samples
+    return dict(tuple(samples.groupby("run_id"))) if len(samples) else {}
+
+
 def summarize_all(
-    runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame, failures: pd.DataFrame
+    runs: pd.DataFrame, stats: pd.DataFrame, samples: pd.DataFrame | dict[str, pd.DataFrame], failures: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The summary frame and the hosts frame (one row per run and host, :data:`HOSTS_COLUMNS`)."""
+    """The summary frame and the hosts frame (one row per run and host, :data:`HOSTS_COLUMNS`).
+
+    ``samples``: every run's samples in one frame, or by run id (:attr:`analysis.load.Loaded.samples_by_run`).
+    """
     if runs.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS)), pd.DataFrame(columns=list(HOSTS_COLUMNS))
     # Built a run at a time from plain dicts: a row per run, whether 1 (the web UI's live view,
@@ -396,17 +418,20 @@ def summarize_all(
                                        (STALE_PATTERN, "connection_errors"))}  # fmt: skip
     errno99_by_host = _errno99_by_host(failures)
     stats_by_id = {r["run_id"]: r for r in records(stats)}
-    per_run = dict(tuple(samples.groupby("run_id"))) if len(samples) else {}
+    by_run = per_run(samples)
+    empty = next(iter(by_run.values())).iloc[:0] if by_run else pd.DataFrame(columns=["ts", "host"])
     rows, host_rows = [], []
     for run in records(runs):
         run_id = run["run_id"]
         if run_id not in stats_by_id:
             continue
-        s = per_run[run_id] if run_id in per_run else samples.iloc[:0]
+        s = by_run[run_id] if run_id in by_run else empty
         if not s["ts"].is_monotonic_increasing:
             s = s.sort_values("ts", kind="stable")
-        hosts = hosts_of(run, s, errno99_by_host.get(run_id, {}), matched["addr_not_available_errors"].get(run_id, 0))
         parts = by_host(s)
+        several = len(parts) > 1 or bool(_host_entries(run))
+        errno99 = matched["addr_not_available_errors"].get(run_id, 0)
+        hosts = hosts_of(run, s, errno99_by_host.get(run_id, {}), errno99) if several else []
         several = len(hosts) > 1
         row = {key: run[key] for key in ("run_id", "scenario", "status", "duration_s", "start")}
         row.update(stats_by_id[run_id])
@@ -422,10 +447,15 @@ def summarize_all(
         requests, observed = _num(row["requests"]), row["observed_seconds_to_exhaustion"]
         row.update(connection_cost(run, requests))
         row["connections_per_request"] = row["connections_opened"] / requests if requests > 0 else math.nan
+        row["reuse_pct"] = reuse_pct(run, requests, row["connections_per_request"])
         row["projection_error_pct"] = (
             abs(row["seconds_to_exhaustion"] - observed) / observed * 100 if observed > 0 else math.nan
         )
         rows.append(row)
+        if not hosts and parts:  # one host: its row holds the run's own figures, computed once above
+            own = {k: row[k] for k in HOSTS_COLUMNS if k not in ("run_id", "host", "workers", "connections_opened")}
+            hosts = [{"run_id": run_id, "host": next(iter(parts)), "workers": 1,
+                      "connections_opened": _num(run.get("client_opened")), **own}]  # fmt: skip
         host_rows.extend(hosts)
     host_frame = pd.DataFrame(host_rows, columns=list(HOSTS_COLUMNS))
     if not rows:

@@ -1,37 +1,65 @@
 """Stage 4, render: the comparison report as one HTML page (pure: returns the text).
 
+The page answers "is anything wrong, and where" on its first screen: a row per scenario (its
+newest run), worst first, coloured by :func:`analysis.compare.severity` with a legend, each with a
+verdict of at most 12 words; then the change against earlier runs (or ``--baseline``), the hosts,
+the comparison charts and every run in detail. Column headers show their definition (from
+:data:`keepalive_lab.schema.SUMMARY`) on hover.
+
 The page loads ``plotly.min.js`` from beside itself (the CLI writes it there), so it works
-offline. Every string that comes from run data is HTML-escaped; chart labels are reduced to
-safe characters before they reach the charts' JSON.
+offline; every link is relative and points inside the report's folder. Every string that comes
+from run data is HTML-escaped; chart labels are reduced to safe characters before they reach the
+charts' JSON.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+
+from analysis.compare import SEVERITIES, SEVERITY_NAMES
+from analysis.metrics import per_run
+from keepalive_lab.schema import HOSTS, SUMMARY
 
 PLOTLY_JS = "plotly.min.js"
-MAX_POINTS = 1500  # per series; longer runs keep each bucket's maximum, so peaks survive
+MAX_POINTS = 700  # per series, about a point per pixel of a chart; each bucket keeps its maximum, so peaks survive
+HORIZONTAL_FROM = 7  # comparison charts turn their bars sideways from this many scenarios
 _CONFIG = {"displaylogo": False, "responsive": True}
+MEANING = {c.name: c.meaning for c in SUMMARY}
+HOST_MEANING = {c.name: c.meaning for c in HOSTS}
+SEVERITY_COLOURS = {3: "#fde0dd", 2: "#feebc8", 1: "#fff8d6", 0: "#e8f5e9"}
+SEVERITY_MARKS = {3: "#c62828", 2: "#e65100", 1: "#b08900", 0: "#2e7d32"}
+# Sockets by side and state: a colour per side, a dash per state, so lines that coincide stay apart.
+SOCKET_LINES = (
+    ("client_time_wait", "client TIME_WAIT", {"color": "#d62728", "width": 2.5, "dash": "solid"}),
+    ("server_time_wait", "server TIME_WAIT", {"color": "#1f77b4", "width": 2.5, "dash": "solid"}),
+    ("client_established", "client ESTABLISHED", {"color": "#ff7f0e", "width": 4, "dash": "dash"}),
+    ("server_established", "server ESTABLISHED", {"color": "#17becf", "width": 2, "dash": "dot"}),
+)
 
 CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
-h1 { margin-bottom: 4px; } h2 { margin-top: 36px; border-bottom: 1px solid #ddd; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 20px 24px; color: #222; }
+h1 { margin-bottom: 4px; } h2 { margin-top: 32px; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; vertical-align: top; }
-th { background: #f4f4f4; } td.l, th.l { text-align: left; } .wide { min-width: 480px; }
-tr.churns td { background: #fff1f0; } tr.reuses td { background: #f3fbf3; }
+th { background: #f4f4f4; } th[title] { cursor: help; text-decoration: underline dotted; }
+td.l, th.l { text-align: left; } .scroll { overflow-x: auto; max-width: 100%; }
+td.name { max-width: 250px; overflow-wrap: anywhere; } td.short { min-width: 220px; }
+#overview td, #overview th { padding: 3px 6px; }
 .verdict { font-weight: 600; } .why { color: #555; } .muted { color: #777; }
 .skipped li { color: #a00; } .settings td { text-align: left; }
+.legend { display: flex; flex-wrap: wrap; gap: 6px 18px; margin: 6px 0 2px 0; font-size: 13px; }
+.legend span.swatch { display: inline-block; width: 14px; height: 14px; border: 1px solid #999;
+  vertical-align: -2px; margin-right: 5px; }
+.headline { font-size: 16px; } .mark { font-weight: 700; }
+td.worse { color: #c62828; font-weight: 600; } td.better { color: #2e7d32; }
 """
 
 
@@ -52,15 +80,33 @@ def fmt(value: Any, digits: int = 0) -> str:
     return esc(value)
 
 
+def th(title: str, column: str | None = None, left: bool = False, meanings: dict[str, str] = MEANING) -> str:
+    """A header cell; with ``column``, its definition shows on hover."""
+    meaning = meanings.get(column or "", "")
+    attrs = (' class="l"' if left else "") + (f' title="{esc(meaning)}"' if meaning else "")
+    return f"<th{attrs}>{esc(title)}</th>"
+
+
+def run_labels(summary: pd.DataFrame) -> dict[str, str]:
+    """A short name per run: its scenario, with its start time when the scenario ran more than once."""
+    counts = summary["scenario"].value_counts()
+    out = {}
+    for r in summary.itertuples():
+        name = str(r.scenario)
+        if counts[r.scenario] > 1:
+            name += " " + str(r.start)[11:19]
+        out[r.run_id] = name
+    return out
+
+
 def downsample(frame: pd.DataFrame, columns: list[str], max_points: int = MAX_POINTS) -> pd.DataFrame:
-    """At most ``max_points`` rows: each bucket of consecutive samples keeps its maximum."""
+    """At most ``max_points`` rows: each bucket of consecutive samples keeps its maximum (and its first time)."""
     if len(frame) <= max_points:
         return frame
-    bucket = np.arange(len(frame)) * max_points // len(frame)
-    grouped = frame.groupby(bucket)
-    out = grouped[columns].max()
-    out["t_s"] = grouped["t_s"].first()
-    return out.reset_index(drop=True)
+    starts = np.unique(np.arange(max_points) * len(frame) // max_points)
+    out = {c: np.fmax.reduceat(frame[c].to_numpy(dtype=float), starts) for c in columns}
+    out["t_s"] = frame["t_s"].to_numpy(dtype=float)[starts]
+    return pd.DataFrame(out)
 
 
 def _plotly_tag(inline: str | None) -> str:
@@ -69,179 +115,332 @@ def _plotly_tag(inline: str | None) -> str:
     return "<script>" + inline.replace("</script", "<\\/script") + "</script>"
 
 
-def _fig_html(fig: go.Figure, div_id: str) -> str:
-    return fig.to_html(full_html=False, include_plotlyjs=False, config=_CONFIG, div_id=div_id)
+def _plot(div_id: str, data: list[dict[str, Any]], layout: dict[str, Any], height: int,
+          shared_x: list[Any] | None = None) -> str:  # fmt: skip
+    """A chart as plotly.js draws it, from plain JSON: what ``Figure.to_html`` writes, without building
+    (and validating) a Figure, which costs tens of ms a chart when a report holds a hundred.
+    ``shared_x``: the x values of every trace that has none, written once."""
+    spec = json.dumps([data, {**layout, "height": height, "autosize": True}, _CONFIG, shared_x],
+                      separators=(",", ":"))  # fmt: skip
+    spec = spec.replace("</", "<\\/")
+    return (f'<div id="{div_id}" class="plotly-graph-div" style="height:{height}px; width:100%;"></div>'
+            f'<script>(function(){{var s={spec};s[0].forEach(function(t){{if(!t.x)t.x=s[3];}});'
+            f'Plotly.newPlot("{div_id}",s[0],s[1],s[2]);}})();</script>')  # fmt: skip
+
+
+def _series(values: Any, digits: int | None = None) -> list[Any]:
+    """A column as JSON numbers: whole numbers as ints, NaN as null."""
+    array = np.asarray(values, dtype=float)
+    if digits is not None:
+        array = array.round(digits)
+    missing = np.isnan(array)
+    if not missing.any():
+        whole = array == np.floor(array)
+        return array.astype(np.int64).tolist() if whole.all() else array.tolist()
+    return [None if m else v for m, v in zip(missing.tolist(), array.tolist(), strict=True)]
 
 
 def timeline_chart(samples: pd.DataFrame, port_range: float, div_id: str, errno99_ts: float | None = None) -> str:
-    """TIME_WAIT (client, server), ESTABLISHED, and ports in use against the range, over time."""
+    """Sockets by side and state, and ports in use against the range, over time (several hosts: summed)."""
     if samples.empty:
         return '<p class="muted">No socket samples (the sidecar was off or failed).</p>'
-    s = samples.sort_values("ts").assign(t_s=lambda d: d["ts"] - d["ts"].iloc[0])
-    cols = ["client_time_wait", "server_time_wait", "client_established", "server_established", "ports_in_use"]
-    s = downsample(s, cols)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Sockets by state", "Ephemeral ports in use"))
-    for col, name in [
-        ("client_time_wait", "client TIME_WAIT"),
-        ("server_time_wait", "server TIME_WAIT"),
-        ("client_established", "client ESTABLISHED"),
-        ("server_established", "server ESTABLISHED"),
-    ]:
-        fig.add_trace(go.Scatter(x=s["t_s"], y=s[col], name=name, mode="lines"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=s["t_s"], y=s["ports_in_use"], name="ports in use", mode="lines"), row=1, col=2)
+    from analysis.metrics import by_host, combined
+
+    ordered = samples if samples["ts"].is_monotonic_increasing else samples.sort_values("ts")
+    parts = by_host(ordered)
+    cols = [c for c, _, _ in SOCKET_LINES] + ["ports_in_use"]
+    whole = combined(parts) if len(parts) > 1 else ordered
+    ts = whole["ts"].to_numpy(dtype=float)
+    s = downsample(pd.DataFrame({"t_s": ts - ts[0], **{c: whole[c].to_numpy() for c in cols}}), cols)
+    x = _series(s["t_s"], 3)
+    data: list[dict[str, Any]] = []
+    for col, name, line in SOCKET_LINES:
+        data.append({"type": "scatter", "mode": "lines", "y": _series(s[col]), "line": line,
+                     "name": f"{name} (peak {fmt(s[col].max())})", "xaxis": "x", "yaxis": "y"})  # fmt: skip
+    peak_ports = float(s["ports_in_use"].max() or 0)
+    data.append({"type": "scatter", "mode": "lines", "y": _series(s["ports_in_use"]),
+                 "name": f"ports in use (peak {fmt(peak_ports)})", "line": {"color": "#6a1b9a", "width": 2.5},
+                 "xaxis": "x2", "yaxis": "y2"})  # fmt: skip
+    top = max(peak_ports, 1.0)
     if port_range and not np.isnan(port_range):
-        fig.add_trace(
-            go.Scatter(
-                x=[s["t_s"].iloc[0], s["t_s"].iloc[-1]],
-                y=[port_range, port_range],
-                name=f"port range ({int(port_range):,})",
-                mode="lines",
-                line={"dash": "dash", "color": "red"},
-            ),
-            row=1,
-            col=2,
-        )
+        top = max(top, float(port_range))
+        data.append({"type": "scatter", "mode": "lines", "x": [x[0], x[-1]], "y": [port_range, port_range],
+                     "name": f"port range ({int(port_range):,})", "xaxis": "x2", "yaxis": "y2",
+                     "line": {"dash": "dash", "color": "#c62828", "width": 1.5}})  # fmt: skip
+    sockets_top = max(float(s[[c for c, _, _ in SOCKET_LINES]].max().max() or 0), 1.0)
+    axis_x = {"title": {"text": "seconds since the first sample"}, "zeroline": False}
+    title = {"font": {"size": 15}, "showarrow": False, "xref": "paper", "yref": "paper", "y": 1.0,
+             "yanchor": "bottom"}  # fmt: skip
+    layout: dict[str, Any] = {
+        "margin": {"t": 40, "b": 50, "l": 60, "r": 20},
+        "legend": {"orientation": "h", "y": -0.25},
+        "xaxis": {**axis_x, "domain": [0, 0.45], "anchor": "y"},
+        "xaxis2": {**axis_x, "domain": [0.55, 1], "anchor": "y2"},
+        # Linear axes from just below 0, so a line at 0 stays visible; the ports axis ends at the range.
+        "yaxis": {"title": {"text": "sockets"}, "anchor": "x", "range": [-0.03 * sockets_top, 1.08 * sockets_top]},
+        "yaxis2": {"title": {"text": "ports"}, "anchor": "x2", "range": [-0.03 * top, 1.05 * top]},
+        "annotations": [{**title, "text": "Sockets by state", "x": 0.225, "xanchor": "center"},
+                        {**title, "text": "Ephemeral ports in use", "x": 0.775, "xanchor": "center"}],
+        "shapes": [],
+    }  # fmt: skip
     if errno99_ts is not None and not pd.isna(errno99_ts):
-        at = errno99_ts - samples["ts"].min()
-        for col in (1, 2):
-            fig.add_vline(x=at, line={"color": "red", "width": 1}, row=1, col=col)
-        fig.add_annotation(
-            x=at, y=1, yref="paper", text="first errno 99", showarrow=False, xanchor="left", font={"color": "red"}
-        )
-    fig.update_xaxes(title_text="seconds")
-    # Log scale: a few hundred ports in use stay visible next to a range of 28,232.
-    fig.update_yaxes(type="log", title_text="ports (log scale)", row=1, col=2)
-    fig.update_layout(height=340, margin={"t": 40, "b": 40, "l": 50, "r": 20})
-    return _fig_html(fig, div_id)
+        at = round(float(errno99_ts - samples["ts"].min()), 3)
+        for xref, yref in (("x", "y domain"), ("x2", "y2 domain")):
+            line = {"color": "#c62828", "width": 1, "dash": "dot"}
+            layout["shapes"].append({"type": "line", "x0": at, "x1": at, "y0": 0, "y1": 1, "xref": xref,
+                                     "yref": yref, "line": line})  # fmt: skip
+        layout["annotations"].append({"x": at, "y": 0.5, "xref": "x2", "yref": "y2 domain", "text": "first errno 99",
+                                      "showarrow": True, "arrowhead": 2, "ax": 40, "ay": -30,
+                                      "font": {"color": "#c62828"}, "bgcolor": "rgba(255,255,255,0.9)"})  # fmt: skip
+    return _plot(div_id, data, layout, 360, shared_x=x)
 
 
-def comparison_charts(summary: pd.DataFrame) -> str:
-    labels = [safe_label(r) for r in summary["run_id"]]
-    cpr = go.Figure(
-        go.Bar(
-            x=labels,
-            y=summary["connections_per_request"].fillna(0),
-            marker_color=["#d9534f" if v > 0.1 else "#5cb85c" for v in summary["connections_per_request"].fillna(0)],
-        )
+def _bars(labels: list[str], series: list[tuple[str, list[float], str]], title: str, axis: str, log: bool,
+          div_id: str, mode: str = "group") -> str:  # fmt: skip
+    """Bars per scenario; sideways when there are many, so every name reads horizontally."""
+    horizontal = len(labels) >= HORIZONTAL_FROM
+    data = []
+    for name, values, colour in series:
+        numbers = _series(values)
+        xy = {"y": labels, "x": numbers, "orientation": "h"} if horizontal else {"x": labels, "y": numbers}
+        data.append({"type": "bar", "name": name, "marker": {"color": colour}, **xy})
+    value_axis = {"title": {"text": axis + (" (log scale)" if log else "")}, "type": "log" if log else "linear"}
+    name_axis = {"title": {"text": "scenario"}, "automargin": True, "tickangle": 0}
+    layout: dict[str, Any] = {
+        "title": {"text": title, "y": 0.98, "yanchor": "top"},
+        "barmode": mode,
+        "margin": {"t": 80, "b": 60, "l": 60, "r": 20},
+        "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"},
+    }
+    if horizontal:
+        layout |= {"xaxis": value_axis, "yaxis": {**name_axis, "autorange": "reversed"}}
+    else:
+        layout |= {"yaxis": value_axis, "xaxis": name_axis}
+    bars = len(series) if mode == "group" else 1
+    height = 120 + 30 * len(labels) * (1 if bars == 1 else 0.6 * bars) if horizontal else 380
+    return _plot(div_id, data, layout, int(max(height, 300)) + 40)
+
+
+def _spans_decades(values: list[float]) -> bool:
+    positive = [v for v in values if v and not math.isnan(v) and v > 0]
+    return len(positive) > 1 and max(positive) / min(positive) >= 10
+
+
+def comparison_charts(latest: pd.DataFrame) -> str:
+    """Connections per request (coloured by the reuse threshold, with a legend) and latency, per scenario."""
+    from analysis.metrics import REUSE_MAX
+
+    labels = [safe_label(s) for s in latest["scenario"]]
+    cpr = latest["connections_per_request"].fillna(0).tolist()
+    churn = [v if v > REUSE_MAX else 0 for v in cpr]
+    reuse = [v if v <= REUSE_MAX else 0 for v in cpr]
+    first = _bars(labels, [(f"churns (more than {REUSE_MAX} per request)", churn, "#d9534f"),
+                           (f"reuses (at most {REUSE_MAX})", reuse, "#5cb85c")],
+                  "Connections per request (lower is better)",
+                  "connections per request", False, "chart-cpr", mode="relative")  # fmt: skip
+    latency = [(p, latest[f"{p}_ms"].tolist(), c) for p, c in (("p50", "#90caf9"), ("p95", "#1e88e5"),
+                                                               ("p99", "#0d47a1"))]  # fmt: skip
+    log = _spans_decades([v for _, vals, _ in latency for v in vals])
+    second = _bars(labels, latency, "Response time percentiles", "milliseconds", log, "chart-latency")
+    return first + second  # one above the other: each drawn at the page's full width
+
+
+OVERVIEW = (
+    ("scenario", "scenario", None),
+    ("verdict", "short", None),
+    ("status", "status", None),
+    ("requests", "requests", 0),
+    ("connections", "connections_opened", 0),
+    ("conn/req", "connections_per_request", 3),
+    ("reuse %", "reuse_pct", 1),
+    ("client TW peak", "peak_client_time_wait", 0),
+    ("server TW peak", "peak_server_time_wait", 0),
+    ("ports peak / range", "peak_ports_in_use", 0),
+    ("projection", "projected_port_use_pct", 1),
+)
+
+
+def legend() -> str:
+    items = "".join(
+        f'<span><span class="swatch" style="background:{SEVERITY_COLOURS[level]}"></span>'
+        f"<b>{esc(name)}</b>: {esc(meaning)}</span>"
+        for level, name, meaning in SEVERITIES
     )
-    cpr.update_layout(
-        title="Connections per request (lower is better; 1.0 = a new connection every request)",
-        height=380,
-        margin={"b": 140},
-        yaxis_title="connections / request",
+    return f'<div class="legend" id="legend">{items}</div>'
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _projection_cell(r: dict[str, Any]) -> str:
+    """The projected port use, and when the range runs out (or that tcp_tw_reuse keeps it from running out)."""
+    pct, secs, limit = r.get("projected_port_use_pct"), r.get("seconds_to_exhaustion"), r.get("tw_reuse_limit_per_s")
+    if _missing(pct):
+        return ""
+    text = f"{pct:,.0f}%" if pct >= 100 else f"{pct:,.1f}%"
+    if not _missing(secs):
+        holds = not _missing(limit) and r["churn_per_s"] < limit
+        text += " (tcp_tw_reuse holds it)" if holds else f", out in {secs:,.1f} s"
+    return esc(text)
+
+
+def overview_table(latest: pd.DataFrame, verdicts: pd.DataFrame) -> str:
+    """A row per scenario (its newest run), worst first: the first screen."""
+    v = verdicts.set_index("run_id")
+    head = "".join(th(title, col, left=digits is None) for title, col, digits in OVERVIEW)
+    rows = []
+    for r in latest.to_dict("records"):
+        level = int(v.loc[r["run_id"], "severity"])
+        cells = []
+        for _, col, digits in OVERVIEW:
+            if col == "scenario":
+                cells.append(f'<td class="l name"><span class="mark" style="color:{SEVERITY_MARKS[level]}">●</span> '
+                             f'<a href="#run-{esc(r["run_id"])}">{esc(r["scenario"])}</a></td>')  # fmt: skip
+            elif col == "short":
+                cells.append(f'<td class="l short">{esc(v.loc[r["run_id"], "short"])}</td>')
+            elif col == "peak_ports_in_use":
+                cells.append(f"<td>{fmt(r[col])} / {fmt(r['port_range'])}</td>")
+            elif col == "projected_port_use_pct":
+                cells.append(f"<td>{_projection_cell(r)}</td>")
+            elif digits is None:
+                cells.append(f'<td class="l">{esc(r[col])}</td>')
+            else:
+                cells.append(f"<td>{fmt(r[col], digits)}</td>")
+        rows.append(f'<tr class="sev-{level}" data-severity="{level}" style="background:{SEVERITY_COLOURS[level]}">'
+                    f'{"".join(cells)}</tr>')  # fmt: skip
+    return (f'<div class="scroll"><table id="overview"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')  # fmt: skip
+
+
+REGRESSION_SHOWN = {
+    "connections_per_request": 3, "connections_opened": 0, "client_closes_per_request": 3, "churn_per_s": 1,
+    "peak_client_time_wait": 0, "peak_ports_in_use": 0, "projected_port_use_pct": 1,
+    "addr_not_available_errors": 0, "p95_ms": 0, "rps": 0,
+}  # fmt: skip
+
+
+def regression_table(changes: pd.DataFrame, labels: dict[str, str], against: str) -> str:
+    """Each scenario's newest run against the previous one: did the client open more connections?"""
+    changes = changes[changes["metric"].isin(REGRESSION_SHOWN)] if len(changes) else changes
+    if changes.empty:
+        return ""
+    rows = []
+    for r in changes.to_dict("records"):
+        digits = REGRESSION_SHOWN.get(r["metric"], 2)
+        pct = r["delta_pct"]
+        pct_text = "" if pct is None or pd.isna(pct) else ("new" if math.isinf(pct) else f"{pct:+,.1f}%")
+        arrow = "▲" if r["delta"] > 0 else "▼" if r["delta"] < 0 else "="
+        kind = "worse" if r["worse"] else "better" if r["delta"] != 0 else ""
+        rows.append(f'<tr class="{kind or "same"}"><td class="l">{esc(r["scenario"])}</td>'
+                    f'<td class="l" title="{esc(MEANING.get(r["metric"], ""))}">{esc(r["metric"])}</td>'
+                    f"<td>{fmt(r['previous'], digits)}</td><td>{fmt(r['current'], digits)}</td>"
+                    f'<td class="{kind}">{arrow} {fmt(r["delta"], digits)}</td><td class="{kind}">{pct_text}</td>'
+                    "</tr>")  # fmt: skip
+    worse = changes[changes["worse"] & (changes["metric"] == "connections_per_request")]
+    answer = (
+        "Yes: the client opens more connections per request in " + ", ".join(esc(s) for s in worse["scenario"]) + "."
+        if len(worse)
+        else "No: no scenario opens more connections per request than before."
     )
-    lat = go.Figure([go.Bar(name=p, x=labels, y=summary[f"{p}_ms"]) for p in ("p50", "p95", "p99")])
-    lat.update_layout(title="Latency percentiles", barmode="group", height=380, margin={"b": 140}, yaxis_title="ms")
-    return _fig_html(cpr, "chart-cpr") + _fig_html(lat, "chart-latency")
+    return (
+        f"<h2 id='regressions'>Against {esc(against)}</h2><p class='headline'>Did this change make the client open "
+        f"more connections? <b>{answer}</b></p><p class='muted'>▲ rose, ▼ fell; red is worse, green better (for "
+        "requests/s a rise is better, for every other figure a fall).</p>"
+        f"<div class='scroll'><table id='regression'><thead><tr>{th('scenario', left=True)}{th('metric', left=True)}"
+        f"{th('before')}{th('now')}{th('change')}{th('change %')}</tr></thead><tbody>{''.join(rows)}</tbody>"
+        "</table></div>"
+    )
 
 
 SUMMARY_HEADERS = [
     ("run", "run_id", None),
-    ("scenario", "scenario", None),
     ("requests", "requests", 0),
     ("connections", "connections_opened", 0),
     ("source", "connections_source", None),
-    ("conn / request", "connections_per_request", 3),
-    ("churn / s", "churn_per_s", 1),
-    ("peak client TIME_WAIT", "peak_client_time_wait", 0),
-    ("peak server TIME_WAIT", "peak_server_time_wait", 0),
-    ("peak ports in use", "peak_ports_in_use", 0),
-    ("port range", "port_range", 0),
-    ("projected port use %", "projected_port_use_pct", 1),
-    ("range runs out in (s)", "seconds_to_exhaustion", 2),
+    ("conn/req", "connections_per_request", 3),
+    ("churn /s", "churn_per_s", 1),
+    ("client TW", "peak_client_time_wait", 0),
+    ("server TW", "peak_server_time_wait", 0),
+    ("ports", "peak_ports_in_use", 0),
+    ("range", "port_range", 0),
+    ("projected %", "projected_port_use_pct", 1),
+    ("out in s", "seconds_to_exhaustion", 2),
     ("errno 99", "addr_not_available_errors", 0),
     ("p95 ms", "p95_ms", 0),
 ]
 
 
-def verdict_table(summary: pd.DataFrame, verdicts: pd.DataFrame) -> str:
-    """Run by run, in words: what happened and why."""
+def summary_table(summary: pd.DataFrame, verdicts: pd.DataFrame, labels: dict[str, str]) -> str:
+    """The numbers of summary.csv, one row per run (every run, not only the newest of each scenario)."""
     v = verdicts.set_index("run_id")
+    head = "".join(th(h, col, left=d is None) for h, col, d in SUMMARY_HEADERS)
     rows = []
-    for _, r in summary.iterrows():
-        vv = v.loc[r["run_id"]]
-        rows.append(
-            f'<tr class="{"churns" if vv["churns"] else "reuses"}">'
-            f'<td class="l"><a href="#run-{esc(r["run_id"])}">{esc(r["run_id"])}</a></td>'
-            f'<td class="l">{esc(r["status"])}</td>'
-            f'<td class="l wide"><span class="verdict">{esc(vv["verdict"])}</span>'
-            f'<br><span class="why">{esc(vv["why"])}</span></td></tr>'
-        )
-    return (
-        '<table id="verdicts"><thead><tr><th class="l">run</th><th class="l">status</th>'
-        f'<th class="l wide">verdict</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    )
-
-
-def summary_table(summary: pd.DataFrame, verdicts: pd.DataFrame) -> str:
-    """The numbers of summary.csv, one row per run."""
-    churns = verdicts.set_index("run_id")["churns"]
-    head = "".join(f'<th class="{"l" if d is None else ""}">{esc(h)}</th>' for h, _, d in SUMMARY_HEADERS)
-    rows = []
-    for _, r in summary.iterrows():
+    for r in summary.to_dict("records"):
+        level = int(v.loc[r["run_id"], "severity"])
         cells = []
         for _, col, digits in SUMMARY_HEADERS:
             val = r[col]
             if col == "run_id":
-                cells.append(f'<td class="l"><a href="#run-{esc(val)}">{esc(val)}</a></td>')
+                cells.append(f'<td class="l"><a href="#run-{esc(val)}" title="{esc(val)}">{esc(labels[val])}</a></td>')
             elif digits is None:
                 cells.append(f'<td class="l">{esc(val)}</td>')
             else:
                 cells.append(f"<td>{fmt(val, digits)}</td>")
-        rows.append(f'<tr class="{"churns" if churns[r["run_id"]] else "reuses"}">{"".join(cells)}</tr>')
-    return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        rows.append(f'<tr class="sev-{level}" style="background:{SEVERITY_COLOURS[level]}">{"".join(cells)}</tr>')
+    return (f'<div class="scroll"><table id="summary"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')  # fmt: skip
 
 
-def exhaustion_table(summary: pd.DataFrame) -> str:
+def exhaustion_table(summary: pd.DataFrame, labels: dict[str, str]) -> str:
     """Runs that ran out of ports: the projection next to what happened."""
     hit = summary[summary["observed_seconds_to_exhaustion"].notna()]
     if hit.empty:
         return ""
-    head = (
-        "<tr><th class='l'>run</th><th>port range</th><th>new connections / s</th>"
-        "<th>projected: runs out in (s)</th><th>observed: first errno 99 after (s)</th><th>apart</th>"
-        "<th>connections before</th><th>errno 99 failures</th></tr>"
-    )
+    head = (th("run", "run_id", left=True) + th("port range", "port_range") + th("new conn /s", "churn_per_s")
+            + th("projected: out in s", "seconds_to_exhaustion")
+            + th("observed: errno 99 after s", "observed_seconds_to_exhaustion")
+            + th("apart", "projection_error_pct") + th("connections before", "connections_before_exhaustion")
+            + th("errno 99", "addr_not_available_errors"))  # fmt: skip
     rows = "".join(
-        f"<tr><td class='l'><a href='#run-{esc(r['run_id'])}'>{esc(r['run_id'])}</a></td>"
+        f"<tr><td class='l'><a href='#run-{esc(r['run_id'])}'>{esc(labels[r['run_id']])}</a></td>"
         f"<td>{fmt(r['port_range'])}</td><td>{fmt(r['churn_per_s'])}</td>"
         f"<td>{fmt(r['seconds_to_exhaustion'], 2)}</td><td>{fmt(r['observed_seconds_to_exhaustion'], 2)}</td>"
         f"<td>{fmt(r['projection_error_pct'], 0)}%</td><td>{fmt(r['connections_before_exhaustion'])}</td>"
         f"<td>{fmt(r['addr_not_available_errors'])}</td></tr>"
-        for _, r in hit.iterrows()
+        for r in hit.to_dict("records")
     )
     return (
         "<h2>Port exhaustion: projected and observed</h2><p class='muted'>Projected: port range ÷ the rate at "
-        "which the kernel opened connections before the first errno 99. Observed: from the client's first "
-        f"connection to its first errno 99.</p><table id='exhaustion'>{head}{rows}</table>"
+        "which the run left TIME_WAIT before the first errno 99. Observed: from the client's first "
+        f"connection to its first errno 99.</p><div class='scroll'><table id='exhaustion'><tr>{head}</tr>{rows}"
+        "</table></div>"
     )
 
 
-def hosts_table(hosts: pd.DataFrame | None) -> str:
+def hosts_table(hosts: pd.DataFrame | None, labels: dict[str, str]) -> str:
     """Runs on several client hosts: each host's own ports against its own range (hosts.csv)."""
     if hosts is None or hosts.empty:
         return ""
-    several = hosts.groupby("run_id")["host"].transform("size") > 1
-    shown = hosts[several]
+    shown = hosts[hosts.groupby("run_id")["host"].transform("size") > 1]
     if shown.empty:
         return ""
-    head = (
-        "<tr><th class='l'>run</th><th class='l'>host</th><th>workers</th><th>connections</th>"
-        "<th>new connections / s</th><th>peak client TIME_WAIT</th><th>peak ports in use</th><th>port range</th>"
-        "<th>projected port use</th><th>range runs out in (s)</th><th>errno 99 failures</th></tr>"
-    )
+    columns = (("host", "host", None), ("workers", "workers", 0), ("connections", "connections_opened", 0),
+               ("new conn /s", "churn_per_s", 1), ("client TW peak", "peak_client_time_wait", 0),
+               ("ports peak", "peak_ports_in_use", 0), ("range", "port_range", 0),
+               ("projected %", "projected_port_use_pct", 1), ("out in s", "seconds_to_exhaustion", 2),
+               ("errno 99", "addr_not_available_errors", 0))  # fmt: skip
+    head = th("run", left=True) + "".join(th(t, c, left=d is None, meanings=HOST_MEANING) for t, c, d in columns)
     rows = "".join(
-        f"<tr><td class='l'><a href='#run-{esc(r['run_id'])}'>{esc(r['run_id'])}</a></td>"
-        f"<td class='l'>{esc(r['host'])}</td><td>{fmt(r['workers'])}</td><td>{fmt(r['connections_opened'])}</td>"
-        f"<td>{fmt(r['churn_per_s'], 1)}</td><td>{fmt(r['peak_client_time_wait'])}</td>"
-        f"<td>{fmt(r['peak_ports_in_use'])}</td><td>{fmt(r['port_range'])}</td>"
-        f"<td>{fmt(r['projected_port_use_pct'], 1)}%</td><td>{fmt(r['seconds_to_exhaustion'], 2)}</td>"
-        f"<td>{fmt(r['addr_not_available_errors'])}</td></tr>"
-        for _, r in shown.iterrows()
+        f"<tr><td class='l'><a href='#run-{esc(r['run_id'])}'>{esc(labels.get(r['run_id'], r['run_id']))}</a></td>"
+        + "".join(f"<td class='l'>{esc(r[c])}</td>" if d is None else f"<td>{fmt(r[c], d)}</td>" for _, c, d in columns)
+        + "</tr>"
+        for r in shown.to_dict("records")
     )
     return (
         "<h2>Hosts</h2><p class='muted'>Ports run out per client host: each host's own connections, TIME_WAIT "
-        f"and ports, against its own range (hosts.csv).</p><table id='hosts'>{head}{rows}</table>"
+        f"and ports, against its own range (hosts.csv).</p><div class='scroll'><table id='hosts'><tr>{head}</tr>"
+        f"{rows}</table></div>"
     )
 
 
@@ -286,72 +485,107 @@ def by_name_table(rows: list[dict[str, Any]]) -> str:
     return f"<table class='by-name'><tr>{head}</tr>{body}</table>"
 
 
-def run_section(
-    run: dict[str, Any], row: pd.Series, verdict: pd.Series, samples: pd.DataFrame, out_dir: str, index: int
-) -> str:
+def run_section(run: dict[str, Any], row: dict[str, Any], verdict: pd.Series, samples: pd.DataFrame,
+                locust_href: str | None, index: int, label: str) -> str:  # fmt: skip
     run_id = run["run_id"]
-    link = os.path.relpath(os.path.join(run["path"], "locust.html"), out_dir)
     reason = f" ({esc(run['status_reason'])})" if run.get("status_reason") else ""
+    link = f'<a href="{esc(locust_href)}">Locust report</a> · ' if locust_href else ""
     return (
-        f'<section id="run-{esc(run_id)}"><h3>{esc(run_id)}</h3>'
+        f'<section id="run-{esc(run_id)}"><h3>{esc(label)} <span class="muted">{esc(run_id)}</span></h3>'
         f'<p><span class="verdict">{esc(verdict["verdict"])}</span><br>'
         f'<span class="why">{esc(verdict["why"])}</span></p>'
         + (f'<p class="cost">{esc(verdict["cost"])}</p>' if verdict.get("cost") else "")
         + f"{by_name_table(run.get('by_name') or [])}"
-        f"<p>Status: {esc(run['status'])}{reason}. "
-        f'<a href="{esc(link)}">Locust report</a> · run folder <code>{esc(run["path"])}</code></p>'
+        f"<p>Status: {esc(run['status'])}{reason}. {link}run folder <code>{esc(run['path'])}</code></p>"
         f"{timeline_chart(samples, row['port_range'], f'chart-run-{index}', run.get('first_addr_not_available_ts'))}"
         f"<details><summary>Settings</summary>{settings_table(run)}</details></section>"
     )
+
+
+def latest_per_scenario(summary: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Each scenario's newest run, worst first (severity, then projected port use, then connections per request)."""
+    latest = summary.sort_values("start", kind="stable").groupby("scenario", sort=False).tail(1)
+    keys = pd.DataFrame({
+        "level": latest["run_id"].map(verdicts.set_index("run_id")["severity"]),
+        "pct": latest["projected_port_use_pct"].fillna(-1),
+        "cpr": latest["connections_per_request"].fillna(-1),
+    })  # fmt: skip
+    order = keys.sort_values(["level", "pct", "cpr"], ascending=False, kind="stable").index
+    return latest.loc[order]
+
+
+def headline(latest: pd.DataFrame, verdicts: pd.DataFrame) -> str:
+    by_id = verdicts.set_index("run_id")
+    counts = latest["run_id"].map(by_id["severity"]).value_counts()
+    parts = [f"{counts.get(lv, 0)} {SEVERITY_NAMES[lv]}" for lv in (3, 2, 1, 0) if counts.get(lv, 0)]
+    worst = latest.iloc[0]
+    lead = "Every scenario reuses its connections."
+    if by_id.loc[worst["run_id"], "severity"] > 0:
+        lead = f"Worst: <b>{esc(worst['scenario'])}</b>, {esc(by_id.loc[worst['run_id'], 'short'])}."
+    return f"<p class='headline'>{len(latest)} scenarios: {', '.join(parts)}. {lead}</p>"
 
 
 def render_html(
     summary: pd.DataFrame,
     verdicts: pd.DataFrame,
     runs: pd.DataFrame,
-    samples: pd.DataFrame,
+    samples: pd.DataFrame | dict[str, pd.DataFrame],
     skipped: list[Any],
     out_dir: str,
     plotly_js: str | None = None,
     hosts: pd.DataFrame | None = None,
+    changes: pd.DataFrame | None = None,
+    against: str = "the previous run of each scenario",
+    locust_links: dict[str, str] | None = None,
 ) -> str:
-    """The whole page; it loads plotly.min.js from beside itself, or holds ``plotly_js`` inline (one file)."""
+    """The whole page; it loads plotly.min.js from beside itself, or holds ``plotly_js`` inline (one file).
+
+    ``changes``: :func:`analysis.compare.regressions`; ``locust_links``: run id -> the relative link
+    to its Locust report (a run without one gets no link).
+    """
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     by_id = {r["run_id"]: r for r in runs.to_dict("records")}
     v = verdicts.set_index("run_id")
-    per_run = {rid: g for rid, g in samples.groupby("run_id")} if len(samples) else {}
+    labels = run_labels(summary) if len(summary) else {}
+    by_run = per_run(samples)
+    links = locust_links or {}
     sections = "".join(
         run_section(
-            by_id[row["run_id"]], row, v.loc[row["run_id"]], per_run.get(row["run_id"], pd.DataFrame()), out_dir, i
-        )
-        for i, (_, row) in enumerate(summary.iterrows())
+            by_id[row["run_id"]],
+            row,
+            v.loc[row["run_id"]],
+            by_run.get(row["run_id"], pd.DataFrame()),
+            links.get(row["run_id"]),
+            i,
+            labels[row["run_id"]],
+        )  # fmt: skip
+        for i, row in enumerate(summary.to_dict("records"))
     )
-    churners = [r for r in summary["run_id"] if v.loc[r, "churns"]]
-    headline = (
-        f"{len(churners)} of {len(summary)} runs churn connections (more than one new connection per ten "
-        f"requests): {', '.join(esc(c) for c in churners)}."
-        if churners
-        else f"All {len(summary)} runs reuse their connections."
-    )
+    latest = latest_per_scenario(summary, verdicts) if len(summary) else summary
     skipped_html = ""
     if skipped:
         items = "".join(f"<li>{esc(s)}</li>" for s in skipped)
         skipped_html = f'<h2>Skipped run folders</h2><ul class="skipped">{items}</ul>'
     body = (
-        f"<h1>keepalive-lab report</h1><p class='muted'>{len(summary)} runs · generated {now}</p>"
-        f"<p>{headline}</p>"
-        "<p class='muted'>A run that reuses connections opens about one per user; one that churns opens a new "
+        f"<h1>keepalive-lab report</h1><p class='muted'>{len(summary)} runs of {len(latest)} scenarios · "
+        f"generated {now} · column definitions show on hover</p>"
+        + (headline(latest, verdicts) if len(latest) else "<p>No run.</p>")
+        + legend()
+        + (overview_table(latest, verdicts) if len(latest) else "")
+        + "<p class='muted'>A run that reuses connections opens about one per user; one that churns opens a new "
         "TCP connection for many requests, and each connection the client closes first holds an ephemeral port "
-        "in TIME_WAIT for 60 s. <b>projected port use</b> is churn × 60 s ÷ port range: at 100% or more the "
-        "client runs out of ports (errno 99) after <b>range runs out in</b> seconds.</p>"
-        f"<h2>Verdicts</h2>{verdict_table(summary, verdicts)}"
-        f"<h2>Numbers</h2>{summary_table(summary, verdicts)}"
-        f"{exhaustion_table(summary)}{hosts_table(hosts)}"
-        f"<h2>Comparison</h2>{comparison_charts(summary) if len(summary) else ''}"
-        f"<h2>Each run over time</h2>{sections}{skipped_html}"
+        "in TIME_WAIT for 60 s. <b>projection</b> is churn × 60 s ÷ port range: at 100% or more the client runs "
+        "out of ports (errno 99) after the time shown.</p>"
+        + regression_table(changes if changes is not None else pd.DataFrame(), labels, against)
+        + exhaustion_table(summary, labels)
+        + hosts_table(hosts, labels)
+        + (f"<h2>Comparison</h2>{comparison_charts(latest)}" if len(latest) else "")
+        + f"<h2>Every run</h2>{summary_table(summary, verdicts, labels)}"
+        + f"<h2>Each run over time</h2>{sections}{skipped_html}"
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>keepalive-lab report</title>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<style>{CSS}</style>{_plotly_tag(plotly_js)}</head><body>{body}"
         f"<script>window.KEEPALIVE_LAB = {json.dumps({'runs': len(summary)})};</script></body></html>"
     )

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -166,7 +167,7 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Self:
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.name not in data:
@@ -181,6 +182,12 @@ class Record:
                 value = nested.from_dict(value, f"{where}: {f.name}")
             values[f.name] = value
         return cls(**values)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A record class's field types (resolved once: a report reads hundreds of run.json files)."""
+    return typing.get_type_hints(cls)
 
 
 def _hint_name(hint: Any) -> str:
@@ -710,6 +717,12 @@ SUMMARY: tuple[Column, ...] = (
     ),
     Column("connections_source", "text", "where connections_opened comes from: target, client or kernel"),
     Column("connections_per_request", "number", "connections_opened / requests; reuse is 1 minus it"),
+    Column(
+        "reuse_pct",
+        "number",
+        "the requests that reused a connection (none was opened during them), 100 x that / requests, %; where "
+        "the client's per-request counts are missing, 100 x (1 - connections_per_request), at least 0",
+    ),
     Column(
         "client_closes",
         "number",
