@@ -136,7 +136,7 @@ def report(run_dirs: list[Path], out_dir: Path, baseline: Path | None = None) ->
     table = summary.merge(verdict, on="run_id")
     for r in table.itertuples():
         print(f"{r.run_id}: {r.verdict}")
-    worse = changes[changes["worse"] & (changes["metric"] == "connections_per_request")]
+    worse = changes[changes["worse"] & changes["material"] & (changes["metric"] == "connections_per_request")]
     for r in worse.itertuples():
         print(f"{r.scenario}: connections per request rose from {r.previous:.3f} to {r.current:.3f} "
               f"({r.delta_pct:+.1f}%) against {r.previous_run_id}")  # fmt: skip

@@ -306,7 +306,8 @@ REGRESSION_METRICS: tuple[tuple[str, bool], ...] = (
 )
 HIGHER_IS_BETTER = ("rps", "reuse_pct", "reuse_saved_s", "requests")
 REGRESSION_COLUMNS = ("scenario", "run_id", "previous_run_id", "metric", "previous", "current", "delta", "delta_pct",
-                      "worse")  # fmt: skip
+                      "worse", "material")  # fmt: skip
+MATERIAL_PCT = 5.0  # a change smaller than this share of the previous value is run-to-run noise, not news
 
 
 def previous_runs(summary: pd.DataFrame, baseline: pd.DataFrame | None = None) -> dict[str, dict[str, Any]]:
@@ -328,8 +329,9 @@ def previous_runs(summary: pd.DataFrame, baseline: pd.DataFrame | None = None) -
 
 def regressions(summary: pd.DataFrame, baseline: pd.DataFrame | None = None, every: bool = True) -> pd.DataFrame:
     """Each scenario's newest run against its previous one (:func:`previous_runs`), metric by metric:
-    the values, the change (``delta``, and ``delta_pct`` of the previous value) and whether it is
-    worse. Every numeric column of summary.csv (the gate bounds any), or only
+    the values, the change (``delta``, and ``delta_pct`` of the previous value), whether it is
+    worse, and whether it is ``material`` (at least :data:`MATERIAL_PCT` % of the previous value,
+    or from 0). Every numeric column of summary.csv (the gate bounds any), or only
     :data:`REGRESSION_METRICS` (what the page shows) when not ``every``."""
     previous = previous_runs(summary, baseline)
     shown = dict(REGRESSION_METRICS)
@@ -346,6 +348,8 @@ def regressions(summary: pd.DataFrame, baseline: pd.DataFrame | None = None, eve
                 continue
             delta = float(b) - float(a)
             pct = delta / abs(float(a)) * 100 if a else (0.0 if delta == 0 else math.inf)
+            worse = delta > 0 if rise_is_worse else delta < 0
+            material = delta != 0 and abs(pct) >= MATERIAL_PCT
             rows.append((now["scenario"], now["run_id"], before["run_id"], metric, float(a), float(b), delta, pct,
-                         delta > 0 if rise_is_worse else delta < 0))  # fmt: skip
+                         worse, material))  # fmt: skip
     return pd.DataFrame(rows, columns=list(REGRESSION_COLUMNS))

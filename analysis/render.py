@@ -321,35 +321,49 @@ REGRESSION_SHOWN = {
 
 
 def regression_table(changes: pd.DataFrame, labels: dict[str, str], against: str) -> str:
-    """Each scenario's newest run against the previous one: did the client open more connections?"""
-    changes = changes[changes["metric"].isin(REGRESSION_SHOWN)] if len(changes) else changes
-    if changes.empty:
+    """Each scenario's newest run against the previous one: did the client open more connections?
+    The figures that changed by at least MATERIAL_PCT %, worse first; the rest are counted."""
+    from analysis.compare import MATERIAL_PCT
+
+    shown = changes[changes["metric"].isin(REGRESSION_SHOWN)] if len(changes) else changes
+    if shown.empty:
         return ""
+    order = {m: i for i, m in enumerate(REGRESSION_SHOWN)}
+    moved = shown[shown["material"]]
+    moved = moved.assign(_w=~moved["worse"], _m=moved["metric"].map(order)).sort_values(
+        ["_w", "scenario", "_m"], kind="stable")  # fmt: skip
     rows = []
-    for r in changes.to_dict("records"):
+    for r in moved.to_dict("records"):
         digits = REGRESSION_SHOWN.get(r["metric"], 2)
         pct = r["delta_pct"]
-        pct_text = "" if pct is None or pd.isna(pct) else ("new" if math.isinf(pct) else f"{pct:+,.1f}%")
-        arrow = "▲" if r["delta"] > 0 else "▼" if r["delta"] < 0 else "="
-        kind = "worse" if r["worse"] else "better" if r["delta"] != 0 else ""
-        rows.append(f'<tr class="{kind or "same"}"><td class="l">{esc(r["scenario"])}</td>'
+        pct_text = "new" if math.isinf(pct) else f"{pct:+,.1f}%"
+        arrow = "▲" if r["delta"] > 0 else "▼"
+        kind = "worse" if r["worse"] else "better"
+        rows.append(f'<tr class="{kind}"><td class="l">{esc(r["scenario"])}</td>'
                     f'<td class="l" title="{esc(MEANING.get(r["metric"], ""))}">{esc(r["metric"])}</td>'
                     f"<td>{fmt(r['previous'], digits)}</td><td>{fmt(r['current'], digits)}</td>"
                     f'<td class="{kind}">{arrow} {fmt(r["delta"], digits)}</td><td class="{kind}">{pct_text}</td>'
                     "</tr>")  # fmt: skip
-    worse = changes[changes["worse"] & (changes["metric"] == "connections_per_request")]
+    worse = moved[moved["worse"] & (moved["metric"] == "connections_per_request")]
     answer = (
         "Yes: the client opens more connections per request in " + ", ".join(esc(s) for s in worse["scenario"]) + "."
         if len(worse)
         else "No: no scenario opens more connections per request than before."
     )
-    return (
-        f"<h2 id='regressions'>Against {esc(against)}</h2><p class='headline'>Did this change make the client open "
-        f"more connections? <b>{answer}</b></p><p class='muted'>▲ rose, ▼ fell; red is worse, green better (for "
-        "requests/s a rise is better, for every other figure a fall).</p>"
+    scenarios = shown["scenario"].nunique()
+    rest = len(shown) - len(moved)
+    table = (
         f"<div class='scroll'><table id='regression'><thead><tr>{th('scenario', left=True)}{th('metric', left=True)}"
         f"{th('before')}{th('now')}{th('change')}{th('change %')}</tr></thead><tbody>{''.join(rows)}</tbody>"
         "</table></div>"
+        if rows
+        else ""
+    )
+    return (
+        f"<h2 id='regressions'>Against {esc(against)}</h2><p class='headline'>Did this change make the client open "
+        f"more connections? <b>{answer}</b></p><p class='muted'>{scenarios} scenarios compared. Shown: the figures "
+        f"that moved by {MATERIAL_PCT:g}% or more, worse first (▲ rose, ▼ fell; red is worse, green better: for "
+        f"requests/s a rise is better, for every other figure a fall); {rest} other figures moved less.</p>{table}"
     )
 
 
