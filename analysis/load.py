@@ -210,7 +210,9 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
     except SchemaError as e:
         raise LoadError(str(e)) from None
     if run.status is Status.RUNNING:
-        raise LoadError(f"{folder / RUN_JSON}: status 'running': the run never finished (Locust was killed)")
+        raise LoadError(
+            f"{folder / RUN_JSON}: crashed: no end (status 'running': Locust was killed before the run ended)"
+        )
     aggregated = [r for r in _read_small_csv(folder / STATS_CSV, LOCUST_STATS_COLUMNS) if r["Name"] == "Aggregated"]
     if not aggregated:
         raise LoadError(f"{folder / STATS_CSV}: no Aggregated row")

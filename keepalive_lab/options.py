@@ -18,9 +18,11 @@ import functools
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from keepalive_lab.config import (
@@ -87,6 +89,24 @@ def _path(text: str) -> str:
     text = str(text).strip()
     if not text:
         raise ValueError("a folder path")
+    return text
+
+
+def _run_dir(text: str) -> str:
+    """A folder run folders can be written to: made if missing, and tried with a file, before any load."""
+    text = _path(text)
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder for the run folders")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".keepalive-lab-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot be written ({e.strerror or e}); give a folder this user can create files in"
+        ) from None
     return text
 
 
@@ -352,7 +372,7 @@ OPTIONS: tuple[Option, ...] = (
         "run_folder",
         "where run folders go",
         "folder that receives one run folder per test",
-        parse=_path,
+        parse=_run_dir,
         metavar="DIR",
     ),
 )

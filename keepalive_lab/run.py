@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 import urllib.parse
@@ -52,6 +53,7 @@ from keepalive_lab.sidecar import SidecarProcess
 
 log = logging.getLogger("keepalive_lab")
 WATCHDOG_INTERVAL_S = 0.5
+DISK_MARGIN_BYTES = 256 * 1024  # what the end of a run needs at least: run.json, the CSV files, the report
 SIDECAR_START_TIMEOUT_S = 10.0
 GREENLET_CRASHED = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
 # Exit codes a shell gives a process ended by these signals: a CI sees the run was cut short.
@@ -212,6 +214,7 @@ class Run:
         self.history = locust_compat.StatsHistory(environment, self.folder)
         self.sidecar: SidecarProcess | None = None
         self.sidecar_failed = False
+        self.sidecar_stopped_at: str | None = None
         self.sidecar_spec: dict[str, Any] | None = None  # how the workers' hosts are sampled alike
         self.claimed = None  # this host's claim on the run's sampling (keepalive_lab.hostsidecar)
         self.host_facts: dict[str, dict[str, Any]] = {}  # other hosts: kernel facts and sidecar state
@@ -268,13 +271,17 @@ class Run:
         while True:
             gevent.sleep(WATCHDOG_INTERVAL_S)
             if self.sidecar is not None and not self.sidecar_failed and not self.sidecar.alive():
-                # The test goes on without it; finish() records why it stopped.
+                # The test goes on without it; finish() records why it stopped, and when.
                 self.sidecar_failed = True
+                self.sidecar_stopped_at = iso(utc_now())
                 log.warning("the socket sidecar stopped during the test; the test goes on without it")
             death = self.servers.death()
             waited = self.connection_totals().pool_timeout_users
+            full = self._disk_nearly_full()
             if death is not None:
                 self.failed_reason = death
+            elif full is not None:
+                self.failed_reason = full
             elif waited:
                 self.failed_reason = (
                     f"{waited} user(s) waited more than {self.config.pool_wait_s:g} s for a connection "
@@ -301,25 +308,28 @@ class Run:
             self.failed_reason = self.failed_reason or f"embedded target unreachable at the end: {e}"
         if self.sidecar is not None:
             self.record.sidecar = self.sidecar.stop()
+            if self.sidecar_stopped_at and self.record.sidecar.status == "failed":
+                self.record.sidecar.stopped_at = self.sidecar_stopped_at
         if self.claimed is not None:
             self.claimed.close()
         if self._samples_fd is not None:
             os.close(self._samples_fd)
             self._samples_fd = None
         self.record.hosts = self._hosts()
-        self._write_locust_files()
+        self._writing("Locust's files", self._write_locust_files)
         stats = env.stats.total
         r = self.record
         r.end = iso(utc_now())
         r.duration_s = round(time.monotonic() - self.started_mono, 3)
         r.client_connections = self.connection_totals()
-        self._write_connections_csv(r.client_connections)
+        self._writing("connections.csv", lambda: self._write_connections_csv(r.client_connections))
         r.requests, r.failures = stats.num_requests, stats.num_failures
         r.last_request_ts = stats.last_request_timestamp
         r.status, r.status_reason = self._status(r.client_connections)
-        r.write(self.folder)
+        if not self._writing("run.json", lambda: r.write(self.folder)):
+            r.status = Status.FAILED  # the folder keeps its run.json of the start (status running), whole
         if env.web_ui is not None:  # the web UI offers the run's report for download
-            self._write_report()
+            self._writing("the report", self._write_report)
         code = {Status.FAILED: 1, Status.STUCK: 1, Status.DEGRADED: 1,
                 Status.INTERRUPTED: SIGNAL_EXIT_CODES.get(self.ending.signal, 1)}  # fmt: skip
         if self.refused:
@@ -328,6 +338,28 @@ class Run:
             env.process_exit_code = code[r.status]
         log.info("run folder %s: status %s", self.folder, r.status)
         print(self.summary_line(), file=sys.stderr, flush=True)
+
+    def _writing(self, what: str, write: Callable[[], object]) -> bool:
+        """Write part of the folder; a disk that is full or gone fails the run with the reason, not Locust."""
+        try:
+            write()
+            return True
+        except OSError as e:
+            log.error("cannot write %s into %s: %s", what, self.folder, e.strerror or e)
+            self.failed_reason = self.failed_reason or f"cannot write {what} into the run folder: {e.strerror or e}"
+            return False
+
+    def _disk_nearly_full(self) -> str | None:
+        """Why the load must stop so that the folder can still be finished: its disk is nearly full."""
+        try:
+            free = shutil.disk_usage(self.folder).free
+        except OSError as e:
+            return f"the run folder cannot be read any more ({e.strerror or e})"
+        if free >= DISK_MARGIN_BYTES:
+            return None
+        return (f"the run folder's disk is nearly full ({free // 1024} KiB left, under {DISK_MARGIN_BYTES // 1024} "
+                "KiB): the load stopped so that the folder can be finished; free some space or give --run-dir "
+                "another disk")  # fmt: skip
 
     def _status(self, conns: ClientConnections) -> tuple[Status, str]:
         """The run's status and its reason: ``completed`` only when it ran as asked."""

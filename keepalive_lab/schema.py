@@ -422,13 +422,15 @@ class LocustOptions(Record):
 
 @dataclass
 class SidecarState(Record):
-    """``off``, ``running`` (while the test runs), ``ok``, or ``failed`` with its ``error``."""
+    """``off``, ``running`` (while the test runs), ``ok``, or ``failed`` with its ``error`` and, when it
+    stopped during the test, ``stopped_at`` (ISO 8601 UTC, as the run noticed it)."""
 
     OMIT_NONE = True
 
     status: str = "off"
     exit_code: int | None = None
     error: str | None = None
+    stopped_at: str | None = None
     rows: int | None = None
     interval_s: float | None = None
     port: int | None = None

@@ -137,9 +137,15 @@ class LabUser(User):
         limit = self.config.requests_per_user
         if limit and self.requests_made >= limit:
             self._finish()
-        response = self.client.get(path or self.path, stream=True, headers=self._headers, name=name)
-        self.requests_made += 1
-        self._drain(response)
+        # catch_response: the request is reported when its body has been handled, so a body that
+        # breaks off (a reset in the middle of the response) is the request's failure, with its reason.
+        with self.client.get(path or self.path, stream=True, headers=self._headers, name=name,
+                             catch_response=True) as response:  # fmt: skip
+            self.requests_made += 1
+            try:
+                self._drain(response)
+            except Exception as e:  # noqa: BLE001 - any error reading the body fails this request
+                response.failure(f"the response body broke off: {e!r}")
         if limit and self.requests_made >= limit:
             self._finish()
         return response

@@ -71,7 +71,7 @@ def test_a_change_that_opens_more_connections_is_shown_and_gated(tmp_path, befor
     assert "pr-check: connections per request rose from 0.100 to 1.000 (+900.0%)" in proc.stdout
     page = (out / "index.html").read_text()
     assert "Did this change make the client open more connections? <b>Yes" in page
-    table = page[page.index('<table id=\'regression\'>') :]
+    table = page[page.index("<table id='regression'>") :]
     row = next(r for r in table.split("<tr")[1:] if ">connections_per_request<" in r)
     cells = [re.sub("<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
     assert cells == ["pr-check", "connections_per_request", "0.100", "1.000", "▲ 0.900", "+900.0%"], cells

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -229,10 +230,17 @@ def test_no_sidecar_class_attribute(tmp_path):
 
 def test_a_failing_sidecar_does_not_stop_the_test(tmp_path):
     proc, run_dir = start_locust(tmp_path, "sequential.py", "--think-time", "0.3")
+    killed = datetime.now(UTC)
     assert subprocess.run(["pkill", "-KILL", "-f", f"keepalive_lab.sidecar.*--parent-pid {proc.pid}"]).returncode == 0
     out, _ = proc.communicate(timeout=60)
-    run = json.loads((only_run_folder(run_dir) / "run.json").read_text())
+    folder = only_run_folder(run_dir)
+    run = json.loads((folder / "run.json").read_text())
     assert run["status"] == "completed", out
     assert run["requests"] == 10
     assert run["sidecar"]["status"] == "failed"
+    # When it stopped, as the run noticed it (within its watchdog's half second), and the rows so far are kept.
+    stopped = datetime.fromisoformat(run["sidecar"]["stopped_at"].replace("Z", "+00:00"))
+    assert timedelta(0) <= stopped - killed < timedelta(seconds=2)
+    rows = (folder / "sockets.csv").read_text().splitlines()
+    assert len(rows) >= 2 and rows[0].startswith("ts,host,") and run["sidecar"]["rows"] == len(rows) - 1
     assert "sidecar failed" in out
