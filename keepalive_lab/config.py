@@ -127,6 +127,7 @@ class ScenarioConfig:
     pool_scope: PoolScope = PoolScope.USER
     pool_full: PoolFull = PoolFull.DISCARD
     pool_wait_s: float = 30.0
+    request_timeout_s: float = 60.0
     drain: Drain = Drain.FULL
     keep_alive: bool = True
     think_time_s: float = 0.0
@@ -174,7 +175,7 @@ class ScenarioConfig:
 # Settings that act only on the suite's LabUser scenarios, whose client, pool and tasks the suite
 # builds; a locustfile's own HttpUser or FastHttpUser keeps its own.
 LAB_ONLY = (
-    "pool_size", "pool_scope", "pool_full", "pool_wait_s", "drain", "keep_alive", "think_time_s",
+    "pool_size", "pool_scope", "pool_full", "pool_wait_s", "request_timeout_s", "drain", "keep_alive", "think_time_s",
     "requests_per_user", "start_together", "default_users",
 )  # fmt: skip
 

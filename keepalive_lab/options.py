@@ -242,6 +242,17 @@ OPTIONS: tuple[Option, ...] = (
         show=_show_seconds,
     ),
     Option(
+        "--request-timeout",
+        "request_timeout_s",
+        "request_timeout",
+        "s a request may take (connect, or between two reads)",
+        "seconds a request may wait to connect or for the server's next bytes before it fails (a server that "
+        "accepts and never answers): like Locust's FastHttpUser network_timeout",
+        parse=_positive_seconds,
+        metavar="SECONDS",
+        show=_show_seconds,
+    ),
+    Option(
         "--drain",
         "drain",
         "drain",

@@ -59,6 +59,8 @@ class LabUser(User):
     """``discard``: open extra connections and close them on return to a full pool; ``block``: wait."""
     pool_wait_s: ClassVar[float] = DEFAULTS.pool_wait_s
     """Seconds a request waits for a free connection of a full blocking pool before it fails."""
+    request_timeout_s: ClassVar[float] = DEFAULTS.request_timeout_s
+    """Seconds a request waits to connect, or for the server's next bytes, before it fails."""
     drain: ClassVar[Drain | str] = DEFAULTS.drain
     """``full``, ``close`` or ``none`` (see the module docstring)."""
     keep_alive: ClassVar[bool] = DEFAULTS.keep_alive
@@ -109,6 +111,9 @@ class LabUser(User):
             self.client = HttpSession(self.host, self.environment.events.request, self, pool_manager=self._pool)
             self.client.trust_env = False
         self._headers = None if self.config.keep_alive else {"Connection": "close"}
+        # requests takes its timeout per request; geventhttpclient's pool was built with it.
+        fast = self.config.client_type is ClientType.FASTHTTP
+        self._per_request: dict[str, Any] = {} if fast else {"timeout": self.config.request_timeout_s}
         self._held: collections.deque[Any] = collections.deque()
         self.requests_made = 0
 
@@ -140,7 +145,7 @@ class LabUser(User):
         # catch_response: the request is reported when its body has been handled, so a body that
         # breaks off (a reset in the middle of the response) is the request's failure, with its reason.
         with self.client.get(path or self.path, stream=True, headers=self._headers, name=name,
-                             catch_response=True) as response:  # fmt: skip
+                             catch_response=True, **self._per_request) as response:  # fmt: skip
             self.requests_made += 1
             try:
                 self._drain(response)

@@ -158,3 +158,27 @@ def test_a_server_that_resets_mid_response_gives_failures_with_their_reason_and_
     assert "Connection broken" in failures or "ConnectionResetError" in failures or "IncompleteRead" in failures
     assert r.run["client_connections"]["opened"] == server.accepted == 10  # counted exactly, resets and all
     assert server.reset == 5
+
+
+@pytest.mark.parametrize("client", ["requests", "fasthttp"])
+def test_a_server_that_never_answers_times_requests_out_and_the_run_fails_saying_so(run_locust, client):
+    """A server that accepts and never answers: each request fails after --request-timeout, the run ends
+    by its budget, failed: every request failed, with the time-out as the reason."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)  # the kernel accepts the connections; nobody reads or answers
+    try:
+        extra = ["--pool-full", "block"] if client == "fasthttp" else []
+        r = run_locust("sequential.py", "--host", f"http://127.0.0.1:{server.getsockname()[1]}", "--client", client,
+                       "--request-timeout", "0.5", "--requests-per-user", "3", "--think-time", "0", *extra,
+                       timeout_s=60)  # fmt: skip
+    finally:
+        server.close()
+    assert r.returncode == 1, r.output
+    assert r.run["settings"]["request_timeout_s"] == 0.5
+    assert r.run["status"] == "failed" and r.run["requests"] == r.run["failures"] == 3
+    assert r.run["status_reason"].startswith("every request failed: ")
+    assert "timed out" in r.run["status_reason"].lower() or "timeout" in r.run["status_reason"].lower()
+    assert r.run["duration_s"] < 10

@@ -22,7 +22,7 @@ from keepalive_lab.config import ClientType, PoolFull, ScenarioConfig
 def make_pool(cfg: ScenarioConfig, counts: ConnectionCounts) -> Any:
     """The counting pool for a scenario: a urllib3 ``PoolManager`` or a geventhttpclient ``HTTPClientPool``."""
     if cfg.client_type is ClientType.FASTHTTP:
-        return counting_client_pool(cfg.pool_size, counts, cfg.pool_wait_s)
+        return counting_client_pool(cfg.pool_size, counts, cfg.pool_wait_s, cfg.request_timeout_s)
     return counting_pool_manager(cfg.pool_size, cfg.pool_full is PoolFull.BLOCK, counts, cfg.pool_wait_s)
 
 
