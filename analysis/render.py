@@ -528,6 +528,10 @@ def latest_per_scenario(summary: pd.DataFrame, verdicts: pd.DataFrame) -> pd.Dat
     return latest.loc[order]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def headline(latest: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     by_id = verdicts.set_index("run_id")
     counts = latest["run_id"].map(by_id["severity"]).value_counts()
@@ -536,7 +540,7 @@ def headline(latest: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     lead = "Every scenario reuses its connections."
     if by_id.loc[worst["run_id"], "severity"] > 0:
         lead = f"Worst: <b>{esc(worst['scenario'])}</b>, {esc(by_id.loc[worst['run_id'], 'short'])}."
-    return f"<p class='headline'>{len(latest)} scenarios: {', '.join(parts)}. {lead}</p>"
+    return f"<p class='headline'>{_count(len(latest), 'scenario')}: {', '.join(parts)}. {lead}</p>"
 
 
 def render_html(
@@ -581,7 +585,8 @@ def render_html(
         items = "".join(f"<li>{esc(s)}</li>" for s in skipped)
         skipped_html = f'<h2>Skipped run folders</h2><ul class="skipped">{items}</ul>'
     body = (
-        f"<h1>keepalive-lab report</h1><p class='muted'>{len(summary)} runs of {len(latest)} scenarios · "
+        f"<h1>keepalive-lab report</h1><p class='muted'>{_count(len(summary), 'run')} of "
+        f"{_count(len(latest), 'scenario')} · "
         f"generated {now} · column definitions show on hover</p>"
         + (headline(latest, verdicts) if len(latest) else "<p>No run.</p>")
         + legend()
