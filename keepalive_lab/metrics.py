@@ -76,7 +76,7 @@ class ConnectionsCollector:
         parts: dict[str, list[ClientConnections]] = {}
         requests: dict[str, float] = {}
         for worker, counts in session.link.counts_by_worker.items():
-            host = (session.link.hosts.get(worker) or {}).get("label") or worker.rsplit("_", 1)[0]
+            host = session.link.host_of(worker)
             parts.setdefault(host, []).append(counts)
             requests[host] = requests.get(host, 0) + session.link.last_report.get(worker, (0.0, 0))[1]
         return {host: (ClientConnections.total(p), requests[host]) for host, p in parts.items()}

@@ -217,7 +217,7 @@ class Session:
                 continue
             self.handled_lost.add(worker)
             users = self.link.user_counts.get(worker, 0)
-            host = (self.link.hosts.get(worker) or {}).get("label") or worker.rsplit("_", 1)[0]
+            host = self.link.host_of(worker)
             log.warning("worker %s on host %s stopped answering the master; its %d user(s) are lost with it",
                         worker, host, users)  # fmt: skip
             self.lost_users += users

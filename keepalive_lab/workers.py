@@ -192,11 +192,15 @@ class WorkerLink:
             before = self.last_report.get(client_id, (0.0, 0))[1]
             self.last_report[client_id] = (time.time(), before + requests)  # stats reports carry deltas
 
+    def host_of(self, worker: str) -> str:
+        """A worker's host label (as in sockets.csv), or its hostname from its id before it has reported."""
+        return (self.hosts.get(worker) or {}).get("label") or worker.rsplit("_", 1)[0]
+
     def errors_by_host(self) -> dict[str, dict[str, int]]:
         """Locust error key -> host -> occurrences, summed over each host's workers."""
         out: dict[str, dict[str, int]] = {}
         for worker, errors in self.errors_by_worker.items():
-            host = (self.hosts.get(worker) or {}).get("label") or worker.rsplit("_", 1)[0]
+            host = self.host_of(worker)
             for key, n in errors.items():
                 out.setdefault(key, {})[host] = out.setdefault(key, {}).get(host, 0) + n
         return out
