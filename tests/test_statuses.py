@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import psutil
@@ -195,6 +196,11 @@ def test_a_lost_worker_makes_the_run_degraded_naming_it(tmp_path):
     assert run["client_connections"]["opened"] >= lost["opened"]
 
 
+@pytest.mark.skipif(
+    tuple(int(x) for x in metadata.version("locust").split(".")[:2]) < (2, 47),
+    reason="known limit (README, Versions): with the oldest Locust, a master with workers can hang as it starts "
+    "the sidecar (a forked child spins in gevent's hub before it runs the sidecar)",
+)
 def test_a_lost_workers_users_do_not_spend_their_budgets_again_where_locust_moves_them(tmp_path):
     """--enable-rebalancing: Locust moves a lost worker's users to the others. Their budgets were being
     spent on the lost worker, so the moved users make no request; the run ends when every other user
