@@ -71,7 +71,10 @@ def test_nginx_keepalive_timeout_0_closes_every_connection(run_locust):
     assert r.returncode == 0, r.output
     s = summary(r)
     assert s["connections_opened"] == 100 and s["connections_per_request"] == 1.0
-    assert s["peak_server_time_wait"] + s["peak_client_time_wait"] == 100
+    # Now and then the client closes as nginx does (it has read Content-Length bytes): a simultaneous
+    # close leaves TIME_WAIT on both sides, a client close first leaves it on the client only.
+    assert s["peak_server_time_wait"] >= 98 and s["peak_client_time_wait"] <= 2
+    assert s["peak_server_time_wait"] + s["peak_client_time_wait"] >= 100
     assert s["server_time_wait_pct"] >= 50
     assert "(nginx keepalive_timeout 0)" in s["verdict_line"]
 
