@@ -3,7 +3,8 @@
     python -m analysis report [RUN_DIR ...] [-o OUT_DIR] [--baseline DIR]
     python -m analysis check  [RUN_DIR ...] --rules FILE [--junit FILE] [--baseline DIR]
 
-With no RUN_DIR, every run under ``runs/`` is taken. ``report`` writes ``OUT_DIR/summary.csv``,
+With no RUN_DIR, every run under ``runs/`` is taken; a RUN_DIR that is not a run folder stands
+for the run folders under it. ``report`` writes ``OUT_DIR/summary.csv``,
 ``OUT_DIR/summary_by_name.csv``, ``OUT_DIR/hosts.csv``, ``OUT_DIR/index.html`` and
 ``OUT_DIR/plotly.min.js`` (default ``reports/``), each whole, and a copy of each run's Locust
 report as ``OUT_DIR/runs/<run>/locust.html``: the folder holds everything its page links to.
@@ -40,6 +41,7 @@ from keepalive_lab.schema import (
 )
 
 DEFAULT_RUNS = Path(RUN_DIR)
+RUN_DIRS_HELP = "run folders, or folders that hold them, such as a matrix's (default: all in runs/)"
 DEFAULT_OUT = Path(REPORT_DIR)
 
 
@@ -54,8 +56,16 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _run_folders(path: Path) -> list[Path]:
+    """``path`` itself when it is a run folder; else the run folders under it (a matrix's, or runs/),
+    or ``path`` alone when it holds none (its loading then says what is wrong)."""
+    if (path / RUN_JSON).exists() or not path.is_dir():
+        return [path]
+    return find_run_dirs(path) or [path]
+
+
 def _load(run_dirs: list[Path]) -> Loaded | None:
-    folders = run_dirs or find_run_dirs(DEFAULT_RUNS)
+    folders = [f for d in run_dirs for f in _run_folders(d)] or find_run_dirs(DEFAULT_RUNS)
     if not folders:
         where = "the given folders" if run_dirs else f"{DEFAULT_RUNS}/"
         sys.stderr.write(f"python -m analysis: error: no run folders in {where}; run a scenario first (make demo)\n")
@@ -86,8 +96,7 @@ def load_baseline(path: Path | None) -> tuple[Any, str | None]:
         return None, None
     if not path.is_dir():
         return None, f"--baseline {str(path)!r} is not a folder; give a folder of earlier run folders"
-    folders = [path] if (path / RUN_JSON).exists() else find_run_dirs(path)
-    loaded = load_runs(folders)
+    loaded = load_runs(_run_folders(path))
     if loaded.runs.empty:
         return None, f"--baseline {str(path)!r} holds no run folder that loads; give a folder of earlier run folders"
     return summarize_all(loaded.runs, loaded.stats, loaded.samples_by_run, loaded.failures)[0], None
@@ -141,8 +150,8 @@ def report(run_dirs: list[Path], out_dir: Path, baseline: Path | None = None) ->
         print(f"{r.scenario}: connections per request rose from {r.previous:.3f} to {r.current:.3f} "
               f"({r.delta_pct:+.1f}%) against {r.previous_run_id}")  # fmt: skip
     print(
-        f"report: {out_dir / 'index.html'} ({len(summary)} runs, {len(loaded.skipped)} skipped, "
-        f"{time.perf_counter() - t0:.1f} s)"
+        f"report: {out_dir / 'index.html'} ({len(summary)} run{'' if len(summary) == 1 else 's'}, "
+        f"{len(loaded.skipped)} skipped, {time.perf_counter() - t0:.1f} s)"
     )
     return 0
 
@@ -178,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis", description="Reports and gates over keepalive-lab runs.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{report,check}")
     r = sub.add_parser("report", help="write the HTML comparison report and summary.csv")
-    r.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help="run folders (default: all in runs/)")
+    r.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help=RUN_DIRS_HELP)
     r.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT, help="output folder (default reports/)")
     r.add_argument(
         "--baseline",
@@ -187,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="earlier run folders to compare each scenario's newest run with (default: its previous run)",
     )
     c = sub.add_parser("check", help="check gate rules; exit 0 pass, 1 fail, 2 bad input")
-    c.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help="run folders (default: all in runs/)")
+    c.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help=RUN_DIRS_HELP)
     c.add_argument("--rules", type=Path, required=True, help='TOML rules file ([scenarios.NAME] metric = "<= 1")')
     c.add_argument("--junit", type=Path, help="also write JUnit XML here")
     c.add_argument(

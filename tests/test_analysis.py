@@ -250,6 +250,18 @@ def test_report_skips_bad_runs_lists_them_and_escapes_run_data(tmp_path):
     assert list(summary["run_id"]) == [SEQ_DRAINED.name, "evil"]
 
 
+def test_report_of_a_folder_of_run_folders_takes_every_run_under_it(tmp_path):
+    matrix = tmp_path / "matrix-20261123T145950Z"
+    for run in (SEQ_DRAINED, CONC_POOL_2):
+        shutil.copytree(run, matrix / run.name.split("Z-")[1] / run.name)
+    out = tmp_path / "report"
+    proc = subprocess.run([*ANALYSIS, "report", str(matrix), "-o", str(out)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "(2 runs, 0 skipped" in proc.stdout
+    assert list(pd.read_csv(out / "summary.csv")["run_id"]) == [SEQ_DRAINED.name, CONC_POOL_2.name]
+
+
 def test_report_with_nothing_to_report_is_exit_2(tmp_path):
     proc = subprocess.run(
         [*ANALYSIS, "report", str(tmp_path / "nope"), "-o", str(tmp_path / "o")],

@@ -207,5 +207,5 @@ def test_report_finds_run_folders_at_any_depth(tmp_path):
     report = subprocess.run([sys.executable, "-m", "analysis", "report", "-o", "again"],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
     assert report.returncode == 0, report.stderr
-    assert "(1 runs, 0 skipped" in report.stdout
+    assert "(1 run, 0 skipped" in report.stdout
     assert (tmp_path / "again" / "index.html").exists()
