@@ -38,6 +38,8 @@ from keepalive_lab.schema import (
     RUN_JSON,
     SOCKETS_COLUMNS,
     SOCKETS_CSV,
+    SOCKETS_READ_COLUMNS,
+    SOCKETS_READ_DTYPES,
     SOCKETS_REQUIRED,
     STATS_CSV,
     TARGET_JSON,
@@ -116,9 +118,10 @@ class Skipped:
 
 @dataclass
 class Loaded:
-    """The frames of the loaded runs. ``samples_by_run``: each run's samples (run id -> frame, sorted
-    by time as written); ``samples`` is them in one frame, made on first use (the report's stages
-    take the per-run frames, and a million rows are not copied once more)."""
+    """The frames of the loaded runs. ``samples_by_run``: each run's samples (run id -> frame), host
+    by host and each host's in time order, without ``sample_ms``, in the compact types of
+    ``SOCKETS_READ_DTYPES``; ``samples`` is them in one frame, made on first use (the report's
+    stages take the per-run frames, and a million rows are not copied once more)."""
 
     runs: pd.DataFrame
     stats: pd.DataFrame
@@ -168,6 +171,105 @@ def _read_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...] = 
             raise LoadError(f"{path}: {what}")
         df[list(numeric)] = values
     return df
+
+
+_CHUNK_ROWS = 250_000  # rows of sockets.csv parsed at a time
+# The types resolved once (pandas resolving a name per column costs a file a few ms of a report's hundred)
+_READ_DTYPES = {c: pd.api.types.pandas_dtype(d) for c, d in SOCKETS_READ_DTYPES.items()}
+_CHUNK_BYTES = 16 * 2**20  # a sockets.csv up to this size is read at once (about 180,000 rows)
+
+
+def _count_rows(path: Path) -> int:
+    """The lines of a CSV after its header (a last line without its newline counts)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return max(lines + (last != b"\n") - 1, 0)
+
+
+def _read_samples(path: Path) -> pd.DataFrame:
+    """sockets.csv: the columns the analysis needs, in the compact types of ``SOCKETS_READ_DTYPES``
+    (:func:`_read_typed`), host by host in time order.
+
+    A file those types do not fit (a torn line, a missing value, an older file's empty cells) is
+    read again as :func:`_read_csv` reads any CSV, which names the bad line or keeps the gaps. The
+    added columns an older file lacks are added, empty."""
+    try:
+        df = _read_typed(path)
+    except (ValueError, OverflowError):  # pandas' parser errors are ValueErrors too
+        df = _read_csv(path, SOCKETS_REQUIRED, SOCKETS_NUMERIC_REQUIRED)
+        df = df[[c for c in df.columns if c in SOCKETS_READ_DTYPES]]
+    return _completed(path, df)
+
+
+def _read_typed(path: Path) -> pd.DataFrame:
+    """sockets.csv in ``SOCKETS_READ_DTYPES``; ValueError when they do not fit.
+
+    A long file's rows are counted first, then parsed a chunk at a time into columns of that
+    length, so the peak memory is the frame plus one chunk, not twice the frame (as one
+    ``read_csv`` of it takes); a small one is read at once."""
+    typed = {"usecols": lambda c: c in SOCKETS_READ_DTYPES, "dtype": _READ_DTYPES, "na_values": ["N/A"],
+             "keep_default_na": False}  # fmt: skip
+    if not path.exists() or path.stat().st_size <= _CHUNK_BYTES:
+        return pd.read_csv(path, **typed)
+    total = _count_rows(path)
+    columns: dict[str, np.ndarray] = {}
+    hosts: dict[str, int] = {}  # host name -> its code, in the order the hosts first appear
+    n = 0
+    with pd.read_csv(path, chunksize=_CHUNK_ROWS, **typed) as chunks:
+        for chunk in chunks:
+            if not columns:
+                columns = {c: np.empty(total, dtype=np.int32 if c == "host" else chunk[c].dtype) for c in chunk}
+            m = len(chunk)
+            for c in chunk:
+                if c == "host":
+                    codes = chunk[c].cat.codes.to_numpy()
+                    if (codes < 0).any():
+                        raise ValueError("a missing host")
+                    own = [hosts.setdefault(str(h), len(hosts)) for h in chunk[c].cat.categories]
+                    columns[c][n : n + m] = np.asarray(own, dtype=np.int32)[codes]
+                else:
+                    columns[c][n : n + m] = chunk[c].to_numpy()
+            n += m
+    if not columns:  # blank lines after the header
+        return pd.read_csv(path, **typed)
+    return pd.DataFrame(
+        {c: pd.Categorical.from_codes(a[:n], categories=list(hosts)) if c == "host" else a[:n]
+         for c, a in columns.items()},
+        copy=False,
+    )  # fmt: skip
+
+
+def _completed(path: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """The samples as read, checked for the required columns, the added ones an older file lacks
+    added empty, host by host in time order."""
+    missing = [c for c in SOCKETS_REQUIRED if c in SOCKETS_READ_DTYPES and c not in df.columns]
+    if missing:
+        raise LoadError(f"{path}: missing columns {', '.join(missing)}")
+    for c in SOCKETS_READ_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    hosts, _ = pd.factorize(df["host"])
+    if len(df) and (hosts.max() > 0 or not df["ts"].is_monotonic_increasing):
+        _group_by_host(df, hosts)  # several hosts' rows, appended as their batches came in
+    return df
+
+
+def _group_by_host(df: pd.DataFrame, hosts: np.ndarray) -> None:
+    """Put ``df``'s rows host by host (in the order the hosts first appear; ``hosts``: each row's
+    host as that number), each host's in time order, in place and a column at a time: sorting a long
+    frame the usual way holds it twice. Grouped, a host's rows are a slice of the frame, not a copy
+    (:func:`analysis.metrics.by_host`)."""
+    order = np.lexsort((pd.to_numeric(df["ts"], errors="coerce").to_numpy(dtype=float), hosts))
+    del hosts
+    for c in list(df.columns):
+        column = df[c]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            df[c] = pd.Categorical.from_codes(column.cat.codes.to_numpy()[order], dtype=column.dtype)
+        else:
+            df[c] = column.to_numpy()[order]
 
 
 def _read_small_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -223,9 +325,7 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], pd.Dat
         failures = pd.DataFrame(rows) if rows else None
     samples = None
     if (folder / SOCKETS_CSV).exists():
-        samples = _read_csv(folder / SOCKETS_CSV, SOCKETS_REQUIRED, SOCKETS_NUMERIC_REQUIRED)
-        if list(samples.columns) != list(SOCKETS_COLUMNS):  # an older file lacks the added columns
-            samples = samples.reindex(columns=list(SOCKETS_COLUMNS))
+        samples = _read_samples(folder / SOCKETS_CSV)
     run_id = folder.name
     row = run_row(run, target, run_id, str(folder))
     numbers = {c: _number(a[c]) for c in LOCUST_STATS_COLUMNS[1:]}  # Locust writes N/A for none
@@ -247,7 +347,9 @@ def framed(run_id: str, samples: pd.DataFrame | None, failures: pd.DataFrame | N
     """A run's samples (sockets.csv's columns) and failures (Locust's columns) as the stages take them."""
     if samples is None:
         samples = pd.DataFrame(columns=list(SOCKETS_COLUMNS))
-    samples["run_id"] = run_id  # in place: the frame is this load's own, and a copy of a long one costs
+    # In place (the frame is this load's own, and a copy of a long one costs), as a category: one
+    # byte a row, not a pointer to the same string.
+    samples["run_id"] = pd.Categorical.from_codes(np.zeros(len(samples), dtype=np.int8), categories=[run_id])
     if failures is None:
         failures = pd.DataFrame(columns=list(LOCUST_FAILURES_COLUMNS))
     if FAILURES_HOST_COLUMN not in failures.columns:  # an older folder: where is not known

@@ -277,26 +277,37 @@ _ADDITIVE = (
 
 
 def by_host(s: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """A run's samples (sorted by time) per host, in the order the hosts first appear."""
+    """A run's samples per host, in the order the hosts first appear, each host's in time order.
+    Rows grouped host by host (as :mod:`analysis.load` leaves them) are sliced, not copied."""
     if not len(s):
         return {}
-    hosts = s["host"].astype(str).to_numpy()
-    if (hosts == hosts[0]).all():  # one host: the common case, without a mask per host
-        return {str(hosts[0]): s}
-    return {str(h): s[hosts == h] for h in pd.unique(hosts)}
+    codes, names = pd.factorize(s["host"])
+    if len(names) == 1:  # one host: the common case
+        parts = {str(names[0]): s}
+    else:
+        starts = np.flatnonzero(np.diff(codes)) + 1
+        if len(starts) == len(names) - 1:  # each host's rows together: slices
+            bounds = [0, *starts.tolist(), len(s)]
+            parts = {str(names[codes[a]]): s.iloc[a:b] for a, b in zip(bounds, bounds[1:], strict=False)}
+        else:
+            parts = {str(h): s[codes == i] for i, h in enumerate(names)}
+    return {h: p if p["ts"].is_monotonic_increasing else p.sort_values("ts", kind="stable") for h, p in parts.items()}
 
 
 def combined(parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Several hosts' samples as one timeline: at each sample time, each host's latest sample, summed
     (a host counts from its first sample on)."""
     times = np.unique(np.concatenate([p["ts"].to_numpy(dtype=float) for p in parts.values()]))
+    # Each host's latest sample at each time (-1: none yet), found once for every column.
+    latest = [np.searchsorted(p["ts"].to_numpy(dtype=float), times, side="right") - 1 for p in parts.values()]
     total = pd.DataFrame({"ts": times})
     for column in _ADDITIVE:
-        summed = np.zeros(len(times))
-        for p in parts.values():
-            values = pd.to_numeric(p[column], errors="coerce").to_numpy(dtype=float)
-            at = np.searchsorted(p["ts"].to_numpy(dtype=float), times, side="right") - 1
-            summed += np.where(at >= 0, np.nan_to_num(values[np.clip(at, 0, None)]), 0.0)
+        columns = [pd.to_numeric(p[column], errors="coerce").to_numpy() for p in parts.values()]
+        dtype = np.result_type(*columns)  # counts stay whole numbers of their own width; a gap makes floats
+        summed = np.zeros(len(times), dtype=dtype)
+        for values, at in zip(columns, latest, strict=True):
+            taken = values[np.clip(at, 0, None)]
+            summed += np.where(at >= 0, np.nan_to_num(taken) if dtype.kind == "f" else taken, 0).astype(dtype)
         total[column] = summed
     total["port_range"] = max(_peak(p, "port_range") for p in parts.values())
     return total
@@ -342,9 +353,11 @@ def host_figures(run: dict[str, Any], s: pd.DataFrame, entry: dict[str, Any] | N
     }
 
 
-def hosts_of(run: dict[str, Any], s: pd.DataFrame, errno99_by_host: dict[str, int], errno99: int) -> list[dict]:
-    """Every host of one run with its figures (:func:`host_figures`): the sampled ones and those with workers."""
-    parts, entries = by_host(s), _host_entries(run)
+def hosts_of(run: dict[str, Any], s: pd.DataFrame, parts: dict[str, pd.DataFrame], errno99_by_host: dict[str, int],
+             errno99: int) -> list[dict]:  # fmt: skip
+    """Every host of one run with its figures (:func:`host_figures`): the sampled ones (``parts``: its
+    samples ``s`` :func:`by_host`) and those with workers."""
+    entries = _host_entries(run)
     names = list(dict.fromkeys([*parts, *entries]))
     single = len(names) <= 1 and not entries
     rows = []
@@ -426,12 +439,12 @@ def summarize_all(
         if run_id not in stats_by_id:
             continue
         s = by_run[run_id] if run_id in by_run else empty
-        if not s["ts"].is_monotonic_increasing:
-            s = s.sort_values("ts", kind="stable")
         parts = by_host(s)
+        if len(parts) == 1:
+            s = next(iter(parts.values()))  # in time order
         several = len(parts) > 1 or bool(_host_entries(run))
         errno99 = matched["addr_not_available_errors"].get(run_id, 0)
-        hosts = hosts_of(run, s, errno99_by_host.get(run_id, {}), errno99) if several else []
+        hosts = hosts_of(run, s, parts, errno99_by_host.get(run_id, {}), errno99) if several else []
         several = len(hosts) > 1
         row = {key: run[key] for key in ("run_id", "scenario", "status", "duration_s", "start")}
         row.update(stats_by_id[run_id])

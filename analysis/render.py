@@ -99,13 +99,16 @@ def run_labels(summary: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def downsample(frame: pd.DataFrame, columns: list[str], max_points: int = MAX_POINTS) -> pd.DataFrame:
-    """At most ``max_points`` rows: each bucket of consecutive samples keeps its maximum (and its first time)."""
+def downsample(t_s: np.ndarray, frame: pd.DataFrame, columns: list[str], max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """``t_s`` and ``frame``'s ``columns`` in at most ``max_points`` rows: each bucket of consecutive
+    samples keeps its maximum (and its first time). Column by column, so a long run's samples are
+    not copied whole."""
     if len(frame) <= max_points:
-        return frame
+        return pd.DataFrame({"t_s": t_s, **{c: frame[c].to_numpy(dtype=float) for c in columns}})
     starts = np.unique(np.arange(max_points) * len(frame) // max_points)
-    out = {c: np.fmax.reduceat(frame[c].to_numpy(dtype=float), starts) for c in columns}
-    out["t_s"] = frame["t_s"].to_numpy(dtype=float)[starts]
+    out = {"t_s": t_s[starts]}
+    for c in columns:
+        out[c] = np.fmax.reduceat(frame[c].to_numpy(), starts).astype(float)  # NaN-aware for a float column
     return pd.DataFrame(out)
 
 
@@ -146,12 +149,11 @@ def timeline_chart(samples: pd.DataFrame, port_range: float, div_id: str, errno9
         return '<p class="muted">No socket samples (the sidecar was off or failed).</p>'
     from analysis.metrics import by_host, combined
 
-    ordered = samples if samples["ts"].is_monotonic_increasing else samples.sort_values("ts")
-    parts = by_host(ordered)
+    parts = by_host(samples)
     cols = [c for c, _, _ in SOCKET_LINES] + ["ports_in_use"]
-    whole = combined(parts) if len(parts) > 1 else ordered
+    whole = combined(parts) if len(parts) > 1 else next(iter(parts.values()))
     ts = whole["ts"].to_numpy(dtype=float)
-    s = downsample(pd.DataFrame({"t_s": ts - ts[0], **{c: whole[c].to_numpy() for c in cols}}), cols)
+    s = downsample(ts - ts[0], whole, cols)
     x = _series(s["t_s"], 3)
     data: list[dict[str, Any]] = []
     for col, name, line in SOCKET_LINES:

@@ -11,6 +11,7 @@ BENCHMARKS = {
     "users": "benchmarks.user_overhead",
     "sidecar": "benchmarks.sidecar_cost",
     "report": "benchmarks.report_build",
+    "memory": "benchmarks.report_memory",
     "churn": "benchmarks.churn_rate",
     "webui": "benchmarks.web_ui_cost",
     "measure": "benchmarks.measure_overhead",

@@ -673,8 +673,25 @@ SOCKETS_ADDED = (
     "host_ports_in_use",
 )
 SOCKETS_REQUIRED = tuple(c for c in SOCKETS_COLUMNS if c not in SOCKETS_ADDED)
-SOCKETS_DTYPES: dict[str, str] = {
-    f.name: {"float": "float64", "int": "int64", "str": "string"}[str(f.type)] for f in dataclasses.fields(SocketSample)
+# Columns that only grow over a run (cumulative): they keep 64 bits; every other count is a number
+# of sockets or ports, which fits 32.
+SOCKETS_CUMULATIVE = (
+    "client_time_wait_churned",
+    "server_time_wait_entered",
+    "active_opens",
+    "passive_opens",
+    "attempt_fails",
+    "estab_resets",
+)
+# What a reader of sockets.csv needs: every column but ``sample_ms`` (the sampler's own cost).
+SOCKETS_READ_COLUMNS = tuple(c for c in SOCKETS_COLUMNS if c != "sample_ms")
+# The types it reads them as: the time as float64, the host as a category, counts as int32, the
+# cumulative counters as int64. A row takes about 110 bytes in memory, against about 270 with
+# pandas' defaults (int64 and a Python string per host name): 10 million rows (11 days at 10 Hz)
+# fit in about 1.1 GB.
+SOCKETS_READ_DTYPES: dict[str, str] = {
+    c: "float64" if c == "ts" else "category" if c == "host" else "int64" if c in SOCKETS_CUMULATIVE else "int32"
+    for c in SOCKETS_READ_COLUMNS
 }
 
 

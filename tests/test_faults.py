@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import locust_command, only_run_folder, wait_for
 
@@ -182,3 +183,24 @@ def test_a_server_that_never_answers_times_requests_out_and_the_run_fails_saying
     assert r.run["status_reason"].startswith("every request failed: ")
     assert "timed out" in r.run["status_reason"].lower() or "timeout" in r.run["status_reason"].lower()
     assert r.run["duration_s"] < 10
+
+
+def test_a_report_of_millions_of_sample_rows_stays_within_its_memory_bound(tmp_path):
+    """The README's bound (benchmarks/report_memory.py measures 10 million rows): here 2 million rows
+    of two hosts, appended out of time order as a master writes them; pandas' defaults would take
+    about 500 bytes a row, over the bound."""
+    from benchmarks.report_memory import FIXED_BYTES, ROW_BYTES, report_peak, write_run
+
+    rows = 2_000_000
+    tiny, big = tmp_path / "20261122T000000Z-tiny", tmp_path / "20261122T000001Z-big"
+    write_run(tiny, 10, 1)
+    write_run(big, rows, 2)
+    base = report_peak(tiny, tmp_path / "out-tiny")
+    peak = report_peak(big, tmp_path / "out")
+    assert peak - base <= FIXED_BYTES + ROW_BYTES * rows, f"{(peak - base) / 2**20:.0f} MiB over the 10-row report"
+    hosts = pd.read_csv(tmp_path / "out" / "hosts.csv")
+    assert hosts["host"].tolist() == ["host-0", "host-1"]
+    # Row i holds i % 28,000 client TIME_WAIT, in batches of 10 rows a host: host-0 the even batches
+    assert hosts["peak_client_time_wait"].tolist() == [27_989, 27_999]
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary["client_hosts"].tolist() == [2]
