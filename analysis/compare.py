@@ -126,6 +126,8 @@ def verdict(row: Mapping[str, Any], run: dict[str, Any] | None = None) -> str:
         return prefix + f"{_n(requests)} requests; connections not counted (no target, pool or isolated kernel count)"
     if not requests:
         return prefix + f"no request was made; {_plural(opened, 'connection')} opened"
+    if not opened and row.get("failures") == requests:
+        return prefix + f"no connection opened: every request failed ({_plural(requests, 'request')})"
     observed = row.get("observed_seconds_to_exhaustion")
     if observed is not None and not pd.isna(observed):
         text = (
@@ -270,6 +272,8 @@ def short_verdict(row: Mapping[str, Any], run: dict[str, Any] | None = None) -> 
         return "connections not counted"
     if not requests:
         return "no request was made"
+    if not opened and row.get("failures") == requests:
+        return "no connection opened: every request failed"
     if not _missing(row.get("observed_seconds_to_exhaustion")):
         host = _text(row.get("limiting_host"))
         return f"ran out of ports after {_secs(row['observed_seconds_to_exhaustion'])}" + (

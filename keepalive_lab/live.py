@@ -29,6 +29,7 @@ class Snapshot:
 
     run_id: str = ""
     status: str = ""
+    status_reason: str = ""  # why the run is not completed (run.json's status_reason)
     folder: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     verdict: str = ""
@@ -129,6 +130,7 @@ class LiveView:
         return Snapshot(
             run_id=folder.name,
             status=str(record.status),
+            status_reason=str(record.status_reason or ""),
             folder=str(folder),
             summary=row,
             verdict=str(verdict["verdict"].iloc[0]) if len(verdict) else "",

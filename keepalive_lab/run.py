@@ -8,6 +8,7 @@ watches for a dead server or a crashed greenlet. :meth:`Run.finish` writes every
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -56,6 +57,13 @@ WATCHDOG_INTERVAL_S = 0.5
 DISK_MARGIN_BYTES = 256 * 1024  # what the end of a run needs at least: run.json, the CSV files, the report
 SIDECAR_START_TIMEOUT_S = 10.0
 GREENLET_CRASHED = "an unhandled exception in a Locust greenlet stopped the test (see the log)"
+# Connect errors that say nothing serves the host's address, or it cannot be reached, by errno.
+UNREACHABLE_ERRNOS = {
+    str(errno.ECONNREFUSED): "connection refused",
+    str(errno.EHOSTUNREACH): "no route to host",
+    str(errno.ENETUNREACH): "network unreachable",
+    str(errno.ETIMEDOUT): "timed out",
+}
 # Exit codes a shell gives a process ended by these signals: a CI sees the run was cut short.
 SIGNAL_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -140,6 +148,18 @@ def verdict_of(folder: Path) -> str | None:
         return None
     text = text.split("] ", 1)[1] if text.startswith("[") else text  # the status follows apart
     return f"{text}; {cost}" if cost else text
+
+
+def server_down(conns: ClientConnections, host: str | None) -> str | None:
+    """The run's reason when its server is down from the start: connects failed, each for want of a
+    server at the address, and none succeeded; else None."""
+    codes = conns.connect_errors_by_errno
+    if conns.opened or not conns.connect_errors or not codes or not set(codes) <= set(UNREACHABLE_ERRNOS):
+        return None
+    where = urllib.parse.urlsplit(host or "").netloc or "the server"
+    how = ", ".join(UNREACHABLE_ERRNOS[code] for code in sorted(codes))
+    return (f"server unreachable: no connection to {where} opened ({how}); start the server before the test, or "
+            "give --host one that is up")  # fmt: skip
 
 
 def _lost(worker: dict[str, Any]) -> str:
@@ -276,10 +296,14 @@ class Run:
                 self.sidecar_stopped_at = iso(utc_now())
                 log.warning("the socket sidecar stopped during the test; the test goes on without it")
             death = self.servers.death()
-            waited = self.connection_totals().pool_timeout_users
+            conns = self.connection_totals()
+            waited = conns.pool_timeout_users
             full = self._disk_nearly_full()
+            down = server_down(conns, self.environment.host)
             if death is not None:
                 self.failed_reason = death
+            elif down is not None:
+                self.failed_reason = down
             elif full is not None:
                 self.failed_reason = full
             elif waited:
@@ -369,6 +393,8 @@ class Run:
             return Status.FAILED, self.failed_reason
         if env.runner is not None and env.runner.exceptions:
             return Status.FAILED, f"{len(env.runner.exceptions)} unhandled exception(s) in user code"
+        if (down := server_down(conns, env.host)) is not None:
+            return Status.FAILED, down
         if stats.num_requests and stats.num_failures == stats.num_requests:
             return Status.FAILED, f"every request failed: {self._main_failure()}"
         if self.ending.signal:
@@ -393,7 +419,8 @@ class Run:
             return "no error recorded"
         text, _ = errors.most_common(1)[0]
         if "ConnectionRefused" in text or "Connection refused" in text or "Errno 111" in text:
-            return f"the server refused every connection ({urllib.parse.urlsplit(self.environment.host or '').netloc})"
+            where = urllib.parse.urlsplit(self.environment.host or "").netloc
+            return f"server unreachable: the server at {where} refused the connections"
         return text[:200]
 
     def summary_line(self) -> str:

@@ -264,8 +264,8 @@ def histogram_mean_ms(hist: dict[str, Any] | None) -> float | None:
 @dataclass
 class RequestNameCounts(Record):
     """One request name's share of the client's connections: ``requests`` (made), of them
-    ``new_connection_requests`` (those during which a connection was opened: the others reused
-    one), ``opened``, the closes by kind and the discards of connections its responses came back
+    ``new_connection_requests`` (those during which a connection was opened, or tried and failed:
+    the others reused one), ``opened``, the closes by kind and the discards of connections its responses came back
     on, ``connect_errors`` and by errno."""
 
     requests: int = 0

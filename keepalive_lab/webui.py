@@ -104,7 +104,8 @@ def install(
         snap = session.live.snapshot()
         rows = [dict(row) for row in snap.by_name]
         if rows:  # the total row also carries what scripts want: the verdict and the sockets
-            rows[-1].update(status=snap.status, run_id=snap.run_id, verdict=snap.verdict, hosts=snap.hosts,
+            rows[-1].update(status=snap.status, status_reason=snap.status_reason, run_id=snap.run_id,
+                            verdict=snap.verdict, hosts=snap.hosts,
                             **{k: snap.summary.get(k) for k in SOCKET_FIGURES})  # fmt: skip
         return rows
 
@@ -129,7 +130,8 @@ def install(
     @guard
     def summary_json() -> Any:
         snap = session.live.snapshot()
-        return jsonify({"run_id": snap.run_id, "status": snap.status, "folder": snap.folder,
+        return jsonify({"run_id": snap.run_id, "status": snap.status, "status_reason": snap.status_reason,
+                        "folder": snap.folder,
                         "verdict": snap.verdict, "why": snap.why, "summary": snap.summary,
                         "last_sample": snap.last_sample, "tcp_tw_reuse": snap.tcp_tw_reuse,
                         "hosts": snap.hosts})  # fmt: skip

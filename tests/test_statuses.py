@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -92,14 +93,43 @@ def test_ctrl_c_exits_130(tmp_path):
     assert run["status"] == "interrupted" and "SIGINT" in run["status_reason"]
 
 
-def test_every_request_refused_is_a_failed_run(run_locust):
+def test_a_host_down_at_the_start_fails_the_run_at_once_in_one_line(run_locust):
     port = free_port()  # nothing listens there
+    r = run_locust("sequential.py", "--host", f"http://127.0.0.1:{port}", "--think-time", "0.5")
+    assert r.returncode == 1, r.output
+    n = r.run["requests"]
+    assert 1 <= n < 10  # ended by the first watch after the first refusal, not by the budget (10 in 4.5 s)
+    assert r.run["failures"] == n and r.run["client_connections"]["connect_errors_by_errno"] == {"111": n}
+    reason = (f"server unreachable: no connection to 127.0.0.1:{port} opened (connection refused); start the "
+              "server before the test, or give --host one that is up")  # fmt: skip
+    assert r.run["status"] == "failed" and r.run["status_reason"] == reason
+    assert r.output.count(f"ERROR/keepalive_lab: {reason}; ending the test") == 1
+    assert f"keepalive-lab: no connection opened: every request failed ({n} request" in r.output
+    (name,) = r.run["client_connections"]["by_name"].values()
+    assert name["requests"] == name["new_connection_requests"] == n  # a failed connect reused nothing
+
+
+def test_a_host_that_goes_down_after_the_start_fails_the_run_when_every_request_is_refused(run_locust):
+    """The server accepts the first connection and closes it unanswered, then stops listening: the
+    other 9 requests are refused, and the run says so at its end."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept_once() -> None:
+        conn, _ = listener.accept()
+        conn.close()
+        listener.close()
+
+    threading.Thread(target=accept_once, daemon=True).start()
     r = run_locust("sequential.py", "--host", f"http://127.0.0.1:{port}", "--think-time", "0")
     assert r.returncode == 1, r.output
     assert r.run["requests"] == r.run["failures"] == 10
     assert r.run["status"] == "failed"
-    assert r.run["status_reason"] == f"every request failed: the server refused every connection (127.0.0.1:{port})"
-    assert r.run["client_connections"]["connect_errors_by_errno"] == {"111": 10}
+    assert r.run["status_reason"] == (
+        f"every request failed: server unreachable: the server at 127.0.0.1:{port} refused the connections"
+    )
+    conns = r.run["client_connections"]
+    assert conns["opened"] == 1 and conns["connect_errors_by_errno"] == {"111": 9}
 
 
 def test_the_web_ui_stop_button_gives_stopped(tmp_path):

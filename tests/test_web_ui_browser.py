@@ -205,6 +205,23 @@ def test_a_second_test_from_the_same_page_shows_only_its_own_numbers(web_ui, pag
     assert "Already there at the start" in sockets  # the first test's TIME_WAIT, reported apart
 
 
+def test_a_host_that_is_down_fails_the_test_and_the_tab_says_why(web_ui, page):
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    start_from_the_form(page, web_ui.url, host=down, requests_per_user="5")
+    folder = web_ui.finished(1)[0]
+    run = json.loads((folder / "run.json").read_text())
+    page.goto(f"{web_ui.url}/?tab=connections")
+    reason = page.locator("#keepalive-lab-status-reason")
+    reason.wait_for()
+    shot(page, "web-ui-host-down")
+    assert run["status"] == "failed" and run["status_reason"].startswith("server unreachable: ")
+    assert reason.inner_text() == f"failed: {run['status_reason']}"
+    assert page.locator("#keepalive-lab-verdict").inner_text().startswith("[failed] no connection opened")
+    total = table_rows(page)["Total"]
+    assert (int(total[1]), int(total[2]), total[4]) == (run["requests"], 0, "0")  # requests, opened, reuse %
+    assert page.console_errors == []
+
+
 def test_an_impossible_combination_is_refused_in_the_form(web_ui, page):
     start_from_the_form(page, web_ui.url, client="fasthttp")  # with the scenario's pool_full discard
     message = page.get_by_text("does not work with --client fasthttp")

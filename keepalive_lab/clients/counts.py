@@ -163,7 +163,9 @@ class ConnectionCounts:
         entry.requests += 1
         if during is not None:
             entry.add(during)
-            entry.new_connection_requests += 1 if during.opened else 0
+            entry.new_connection_requests += (
+                1 if during.opened or during.connect_errors else 0
+            )  # a failed connect reused none
         self._last_name[key] = name
 
     def record_connect(self, sock: Any, connect_s: float | None = None) -> None:

@@ -79,6 +79,13 @@
     meta.style.cssText = "margin-bottom:8px;opacity:.8";
     meta.textContent = "Run " + data.run_id + " · status " + data.status + " · " + data.folder;
     panel.appendChild(meta);
+    if (data.status_reason) {
+      var reason = document.createElement("div");
+      reason.id = "keepalive-lab-status-reason";
+      reason.style.cssText = "margin-bottom:8px;color:" + (data.status === "failed" ? "#c62828" : "inherit");
+      reason.textContent = data.status + ": " + data.status_reason;
+      panel.appendChild(reason);
+    }
     var list = document.createElement("dl");
     list.id = "keepalive-lab-sockets";
     list.style.cssText = "display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0 0 8px 0";
