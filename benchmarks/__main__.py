@@ -16,6 +16,7 @@ BENCHMARKS = {
     "webui": "benchmarks.web_ui_cost",
     "measure": "benchmarks.measure_overhead",
     "cluster": "benchmarks.cluster_cost",
+    "soak": "benchmarks.soak",
 }
 
 
