@@ -39,8 +39,11 @@ def write_run(folder: Path, rows: int, hosts: int) -> None:
             )
 
 
+# The peak is the process's own high-water mark (VmHWM): getrusage's ru_maxrss survives exec, so a
+# child would start from its parent's peak.
+_HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM:')).split()[1]) * 1024"
 _PEAK = (
-    "import resource, runpy, sys\n"
+    "import runpy, sys\n"
     "sys.argv = sys.argv[1:]\n"
     "try:\n"
     "    runpy.run_module(sys.argv[0], run_name='__main__')\n"
@@ -48,7 +51,7 @@ _PEAK = (
     "    code = e.code\n"
     "else:\n"
     "    code = 0\n"
-    "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)\n"
+    f"print('peak', {_HWM}, file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
 
@@ -66,10 +69,8 @@ def report_peak(folder: Path, out: Path) -> int:
 
 
 def plain_read_peak(csv: Path) -> int:
-    code = f"import pandas as pd; pd.read_csv({str(csv)!r})"
-    done = subprocess.run([sys.executable, "-c", code + "; import resource, sys; "
-                           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    code = f"import pandas as pd; pd.read_csv({str(csv)!r}); print({_HWM})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(done.stdout)
 
 
