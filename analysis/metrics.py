@@ -96,7 +96,7 @@ def connection_count(run: dict[str, Any], s: pd.DataFrame) -> tuple[float, str]:
 
 def connections(runs: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     """``connections_opened`` and ``connections_source`` per run (:func:`connection_count`)."""
-    per_run = dict(tuple(samples.groupby("run_id"))) if len(samples) else {}
+    per_run = dict(tuple(samples.groupby("run_id", observed=True))) if len(samples) else {}
     counted = [(run["run_id"], *connection_count(run, per_run.get(run["run_id"], samples.iloc[:0])))
                for run in records(runs)]  # fmt: skip
     return pd.DataFrame(counted, columns=["run_id", "connections_opened", "connections_source"])
@@ -412,7 +412,7 @@ def per_run(samples: pd.DataFrame | dict[str, pd.DataFrame]) -> dict[str, pd.Dat
     """Samples by run id: a frame of several runs grouped, or the per-run frames as they are."""
     if isinstance(samples, dict):
         return samples
-    return dict(tuple(samples.groupby("run_id"))) if len(samples) else {}
+    return dict(tuple(samples.groupby("run_id", observed=True))) if len(samples) else {}
 
 
 def summarize_all(

@@ -213,7 +213,9 @@ def test_own_sockets_are_told_by_cookie(tmp_path):
         cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "concurrent.py"), "--headless",
                "--host", target.url, "--run-dir", str(run_dir), "--pool-size", "10"]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
-        wait_for(lambda: list(run_dir.glob("*/sockets.csv")), "the run's first sample")
+        # The first sample row, not the file: its header is written before the sample is taken.
+        wait_for(lambda: any(len(p.read_text().splitlines()) > 1 for p in run_dir.glob("*/sockets.csv")),
+                 "the run's first sample")  # fmt: skip
         later = [socket.create_connection(("127.0.0.1", target.port)) for _ in range(5)]  # after the baseline
         assert proc.wait(timeout=60) == 0
         for s in neighbour + later:
