@@ -536,8 +536,15 @@ def _count(n: int, noun: str) -> str:
 
 def headline(latest: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     by_id = verdicts.set_index("run_id")
-    counts = latest["run_id"].map(by_id["severity"]).value_counts()
+    levels = latest["run_id"].map(by_id["severity"])
+    # The top level holds the runs that ran out of ports and those that failed otherwise: named apart.
+    ran_out = latest["observed_seconds_to_exhaustion"].notna()
+    failed = int(((levels == 3) & (latest["status"] == "failed") & ~ran_out).sum())
+    counts = levels.value_counts()
+    counts[3] = counts.get(3, 0) - failed
     parts = [f"{counts.get(lv, 0)} {SEVERITY_NAMES[lv]}" for lv in (3, 2, 1, 0) if counts.get(lv, 0)]
+    if failed:
+        parts.insert(1 if counts.get(3, 0) else 0, f"{failed} failed")
     worst = latest.iloc[0]
     lead = "Every scenario reuses its connections."
     if by_id.loc[worst["run_id"], "severity"] > 0:

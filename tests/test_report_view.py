@@ -63,6 +63,20 @@ def test_the_first_screen_has_a_row_per_scenario_worst_first(tmp_path, before_an
     assert overview.count(' title="') >= 10 and 'id="legend"' in page
 
 
+def test_the_headline_names_failed_runs_apart_from_those_out_of_ports(tmp_path):
+    from test_analysis import SEQ_DRAINED
+
+    down = shutil.copytree(SEQ_DRAINED, tmp_path / "20261123T150500Z-down")
+    record = json.loads((down / "run.json").read_text())
+    record.update(scenario="down", status="failed", status_reason="server unreachable: …")
+    (down / "run.json").write_text(json.dumps(record))
+    proc = analysis("report", *ALL, down, "-o", tmp_path / "report")
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    headline = page.split("<p class='headline'>")[1].split(" Worst:")[0]
+    assert headline == "5 scenarios: 1 failed, 2 churns, 2 reuses."
+
+
 def test_a_change_that_opens_more_connections_is_shown_and_gated(tmp_path, before_and_after):
     before, after = before_and_after
     out = tmp_path / "report"
