@@ -251,19 +251,18 @@ def _completed(path: Path, df: pd.DataFrame) -> pd.DataFrame:
     for c in SOCKETS_READ_COLUMNS:
         if c not in df.columns:
             df[c] = np.nan
-    hosts, _ = pd.factorize(df["host"])
-    if len(df) and (hosts.max() > 0 or not df["ts"].is_monotonic_increasing):
-        _group_by_host(df, hosts)  # several hosts' rows, appended as their batches came in
+    if len(df) and (df["host"].nunique() > 1 or not df["ts"].is_monotonic_increasing):
+        _group_by_host(df)  # several hosts' rows, appended as their batches came in
     return df
 
 
-def _group_by_host(df: pd.DataFrame, hosts: np.ndarray) -> None:
-    """Put ``df``'s rows host by host (in the order the hosts first appear; ``hosts``: each row's
-    host as that number), each host's in time order, in place and a column at a time: sorting a long
-    frame the usual way holds it twice. Grouped, a host's rows are a slice of the frame, not a copy
-    (:func:`analysis.metrics.by_host`)."""
+def _group_by_host(df: pd.DataFrame) -> None:
+    """Put ``df``'s rows host by host (in the order the hosts first appear), each host's in time
+    order, in place and a column at a time: sorting a long frame the usual way holds it twice.
+    Grouped, a host's rows are a slice of the frame, not a copy (:func:`analysis.metrics.by_host`)."""
+    hosts, _ = pd.factorize(df["host"])
     order = np.lexsort((pd.to_numeric(df["ts"], errors="coerce").to_numpy(dtype=float), hosts))
-    del hosts
+    del hosts  # the last reference: freed before the columns are
     for c in list(df.columns):
         column = df[c]
         if isinstance(column.dtype, pd.CategoricalDtype):
